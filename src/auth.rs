@@ -1,0 +1,136 @@
+//! Who is calling: the platform's JWT in `Authorization: Bearer …`, or nobody (anonymous).
+//!
+//! The verification algorithm is decided by the configured key (an HS256 secret, or an RSA,
+//! EC P-256 or Ed25519 public key), never by the token's own header.
+
+use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+
+use crate::config::{CallerJwtConfig, CallerKey, ConfigError};
+use crate::uri::is_valid_id;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Caller {
+    Anonymous,
+    User { id: String, name: String },
+}
+
+impl Caller {
+    pub fn user_id(&self) -> Option<&str> {
+        match self {
+            Caller::Anonymous => None,
+            Caller::User { id, .. } => Some(id),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum AuthError {
+    #[error("Authorization header must be 'Bearer <token>'")]
+    Malformed,
+    #[error("caller tokens are not accepted: no caller JWT key is configured")]
+    NotConfigured,
+    #[error("caller token has expired")]
+    Expired,
+    #[error("caller token is invalid: {0}")]
+    Invalid(String),
+}
+
+#[derive(Deserialize)]
+struct CallerClaims {
+    sub: String,
+    name: Option<String>,
+    nick: Option<String>,
+    preferred_username: Option<String>,
+}
+
+pub struct CallerVerifier {
+    key: Option<(DecodingKey, Validation)>,
+}
+
+impl CallerVerifier {
+    pub fn new(config: &CallerJwtConfig, leeway_secs: u64) -> Result<Self, ConfigError> {
+        let Some(key) = &config.key else {
+            return Ok(CallerVerifier { key: None });
+        };
+        let (decoding, algorithm) = match key {
+            CallerKey::Hs256(secret) => (DecodingKey::from_secret(secret.expose().as_bytes()), Algorithm::HS256),
+            CallerKey::PublicPem(pem) => public_key(pem.as_bytes())?,
+        };
+        let mut validation = Validation::new(algorithm);
+        validation.leeway = leeway_secs;
+        validation.validate_nbf = true;
+        match &config.audience {
+            Some(aud) => validation.set_audience(&[aud]),
+            None => validation.validate_aud = false,
+        }
+        if let Some(iss) = &config.issuer {
+            validation.set_issuer(&[iss]);
+        }
+        validation.set_required_spec_claims(&["exp", "sub"]);
+        Ok(CallerVerifier { key: Some((decoding, validation)) })
+    }
+
+    /// `header` is the raw `Authorization` value, if any.
+    pub fn verify(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+        let Some(header) = header else {
+            return Ok(Caller::Anonymous);
+        };
+        let token = bearer(header).ok_or(AuthError::Malformed)?;
+        let (key, validation) = self.key.as_ref().ok_or(AuthError::NotConfigured)?;
+        let claims = decode::<CallerClaims>(token, key, validation)
+            .map_err(|e| match e.kind() {
+                jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
+                _ => AuthError::Invalid(describe(&e)),
+            })?
+            .claims;
+        if !is_valid_id(&claims.sub) {
+            return Err(AuthError::Invalid("sub must be 1-128 characters of A-Z a-z 0-9 - _".into()));
+        }
+        let name = [claims.name, claims.nick, claims.preferred_username]
+            .into_iter()
+            .flatten()
+            .find(|n| !n.trim().is_empty())
+            .unwrap_or_else(|| claims.sub.clone());
+        Ok(Caller::User { id: claims.sub, name })
+    }
+}
+
+fn bearer(header: &str) -> Option<&str> {
+    let (scheme, token) = header.trim().split_once(' ')?;
+    let token = token.trim();
+    (scheme.eq_ignore_ascii_case("bearer") && !token.is_empty()).then_some(token)
+}
+
+/// Which algorithm a PEM public key implies; an unsupported key stops start-up.
+fn public_key(pem: &[u8]) -> Result<(DecodingKey, Algorithm), ConfigError> {
+    if let Ok(key) = DecodingKey::from_rsa_pem(pem) {
+        return Ok((key, Algorithm::RS256));
+    }
+    if let Ok(key) = DecodingKey::from_ec_pem(pem) {
+        return Ok((key, Algorithm::ES256));
+    }
+    if let Ok(key) = DecodingKey::from_ed_pem(pem) {
+        return Ok((key, Algorithm::EdDSA));
+    }
+    Err(ConfigError::new(
+        "WOPIGATE_CALLER_JWT_PUBLIC_KEY",
+        "is not a PEM public key of type RSA (RS256), EC P-256 (ES256) or Ed25519 (EdDSA)",
+    ))
+}
+
+/// A short reason safe to show: never the token itself.
+pub fn describe(e: &jsonwebtoken::errors::Error) -> String {
+    use jsonwebtoken::errors::ErrorKind as K;
+    match e.kind() {
+        K::InvalidSignature => "signature does not verify".into(),
+        K::InvalidAlgorithm | K::InvalidAlgorithmName => "algorithm is not the configured one".into(),
+        K::ExpiredSignature => "expired".into(),
+        K::ImmatureSignature => "not valid yet (nbf)".into(),
+        K::InvalidAudience => "wrong audience".into(),
+        K::InvalidIssuer => "wrong issuer".into(),
+        K::MissingRequiredClaim(c) => format!("claim '{c}' is missing"),
+        K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "not a well-formed JWT".into(),
+        _ => "rejected".into(),
+    }
+}

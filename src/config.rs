@@ -1,0 +1,547 @@
+//! All settings, read once from `WOPIGATE_*` environment variables.
+//!
+//! `RawConfig` is what envy reads (strings and numbers, defaults in one place); `Config::from_env`
+//! validates it into typed values. Every failure names the variable, so a bad deployment stops
+//! at start-up with one line that says what to fix.
+
+use std::fmt;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use serde::Deserialize;
+use url::Url;
+use uuid::Uuid;
+
+/// A setting was missing or malformed. The message starts with the variable's name.
+#[derive(Debug, thiserror::Error)]
+#[error("{var}: {message}")]
+pub struct ConfigError {
+    pub var: String,
+    pub message: String,
+}
+
+impl ConfigError {
+    pub fn new(var: &str, message: impl Into<String>) -> Self {
+        ConfigError { var: var.to_string(), message: message.into() }
+    }
+}
+
+/// A secret value: never printed by `Debug`, so a logged config cannot leak it.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("Secret(***)")
+    }
+}
+
+fn default_bind() -> String {
+    "127.0.0.1:8080".into()
+}
+fn default_public_url() -> String {
+    "http://127.0.0.1:8080".into()
+}
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("./data")
+}
+fn default_env() -> String {
+    "development".into()
+}
+fn default_token_alg() -> String {
+    "HS256".into()
+}
+fn default_token_ttl() -> u64 {
+    10 * 3600
+}
+fn default_audience() -> String {
+    "wopigate".into()
+}
+fn default_leeway() -> u64 {
+    60
+}
+fn default_viewers() -> String {
+    "[]".into()
+}
+fn default_edit_max_size() -> u64 {
+    100 * 1024 * 1024
+}
+fn default_discovery_refresh() -> u64 {
+    12 * 3600
+}
+fn default_discovery_timeout() -> u64 {
+    10
+}
+fn default_discovery_retry() -> u64 {
+    2
+}
+fn default_lang() -> String {
+    "en-US".into()
+}
+fn default_log_format() -> String {
+    "json".into()
+}
+
+/// The variables exactly as envy reads them (names are `WOPIGATE_` + upper-cased field).
+#[derive(Deserialize)]
+struct RawConfig {
+    #[serde(default = "default_bind")]
+    bind: String,
+    #[serde(default = "default_public_url")]
+    public_url: String,
+    #[serde(default = "default_data_dir")]
+    data_dir: PathBuf,
+    #[serde(default = "default_env")]
+    env: String,
+    token_secret: Option<Secret>,
+    token_kid: Option<String>,
+    #[serde(default = "default_token_alg")]
+    token_alg: String,
+    token_private_key: Option<Secret>,
+    token_public_key: Option<String>,
+    token_old_keys: Option<Secret>,
+    #[serde(default = "default_token_ttl")]
+    token_ttl_secs: u64,
+    #[serde(default = "default_audience")]
+    token_audience: String,
+    #[serde(default = "default_leeway")]
+    clock_skew_secs: u64,
+    caller_jwt_secret: Option<Secret>,
+    caller_jwt_public_key: Option<String>,
+    caller_jwt_issuer: Option<String>,
+    caller_jwt_audience: Option<String>,
+    #[serde(default = "default_viewers")]
+    viewers: String,
+    #[serde(default = "default_edit_max_size")]
+    edit_max_size: u64,
+    #[serde(default = "default_discovery_refresh")]
+    discovery_refresh_secs: u64,
+    #[serde(default = "default_discovery_timeout")]
+    discovery_timeout_secs: u64,
+    #[serde(default = "default_discovery_retry")]
+    discovery_retry_secs: u64,
+    #[serde(default = "default_lang")]
+    lang: String,
+    #[serde(default = "default_log_format")]
+    log_format: String,
+}
+
+/// How wopigate signs its own access tokens.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TokenAlgorithm {
+    Hs256,
+    EdDsa,
+}
+
+/// One key of the token key ring. Only the current key needs the signing half.
+#[derive(Debug, Clone)]
+pub struct TokenKeyConfig {
+    pub kid: String,
+    pub material: KeyMaterial,
+}
+
+#[derive(Debug, Clone)]
+pub enum KeyMaterial {
+    /// HS256 shared secret (signs and verifies).
+    Secret(Secret),
+    /// EdDSA key pair, PEM: the private key signs, the public key verifies.
+    Ed25519Pair { private: Secret, public: String },
+    /// EdDSA public key, PEM (verifies only: an older key of the ring).
+    Ed25519Public(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenConfig {
+    pub algorithm: TokenAlgorithm,
+    /// `None`: no key configured; start-up generates (development) or refuses (production).
+    pub current: Option<TokenKeyConfig>,
+    pub previous: Vec<TokenKeyConfig>,
+    pub ttl_secs: u64,
+    pub audience: String,
+}
+
+/// How the platform signs caller JWTs; the algorithm follows from the key, never the token.
+#[derive(Debug, Clone)]
+pub enum CallerKey {
+    Hs256(Secret),
+    PublicPem(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct CallerJwtConfig {
+    pub key: Option<CallerKey>,
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
+}
+
+/// A WOPI client (Collabora, ONLYOFFICE, Office for the web) the platform may open files in.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ViewerConfig {
+    pub id: Uuid,
+    pub name: String,
+    /// `http(s)://…/hosting/discovery`, `file://…` or a plain file path.
+    pub discovery: String,
+    /// Lower-case extensions this viewer may open; absent = whatever its discovery lists.
+    #[serde(default)]
+    pub extensions: Option<Vec<String>>,
+    /// Base of WOPISrc for this viewer when it reaches wopigate through another front domain.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    /// Discovery net-zone to use (`external-https`, …); absent = the document's first zone.
+    #[serde(default)]
+    pub net_zone: Option<String>,
+    /// UI language for the action URL; absent = `WOPIGATE_LANG`.
+    #[serde(default)]
+    pub lang: Option<String>,
+    /// Origin of the host page, sent to the client as `PostMessageOrigin`.
+    #[serde(default)]
+    pub post_message_origin: Option<String>,
+    /// Icon shown by the platform; absent = the discovery's favicon.
+    #[serde(default)]
+    pub icon: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Json,
+    Text,
+}
+
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub bind: SocketAddr,
+    /// Base URL of every WOPISrc, without a trailing slash.
+    pub public_url: String,
+    pub data_dir: PathBuf,
+    pub production: bool,
+    pub token: TokenConfig,
+    pub clock_skew_secs: u64,
+    pub caller_jwt: CallerJwtConfig,
+    pub viewers: Vec<ViewerConfig>,
+    pub edit_max_size: u64,
+    pub discovery_refresh_secs: u64,
+    pub discovery_timeout_secs: u64,
+    pub discovery_retry_secs: u64,
+    pub lang: String,
+    pub log_format: LogFormat,
+}
+
+impl Config {
+    /// Reads and validates the process environment.
+    pub fn from_env() -> Result<Config, ConfigError> {
+        Self::from_vars(std::env::vars())
+    }
+
+    /// Reads and validates the given variables (tests pass their own).
+    pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let raw: RawConfig = envy::prefixed("WOPIGATE_")
+            .from_iter(vars)
+            .map_err(|e| envy_error(&e.to_string()))?;
+        Self::validate(raw)
+    }
+
+    fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
+        let bind = raw
+            .bind
+            .to_socket_addrs()
+            .ok()
+            .and_then(|mut addrs| addrs.next())
+            .ok_or_else(|| ConfigError::new("WOPIGATE_BIND", format!("'{}' is not a host:port address", raw.bind)))?;
+        let public_url = http_base_url("WOPIGATE_PUBLIC_URL", &raw.public_url)?;
+        let production = match raw.env.as_str() {
+            "production" => true,
+            "development" | "test" => false,
+            other => {
+                return Err(ConfigError::new(
+                    "WOPIGATE_ENV",
+                    format!("'{other}' is not one of production, development, test"),
+                ))
+            }
+        };
+        let token = token_config(&raw)?;
+        if raw.token_ttl_secs < 60 || raw.token_ttl_secs > 7 * 24 * 3600 {
+            return Err(ConfigError::new("WOPIGATE_TOKEN_TTL_SECS", "must be between 60 and 604800 seconds"));
+        }
+        if raw.token_audience.trim().is_empty() {
+            return Err(ConfigError::new("WOPIGATE_TOKEN_AUDIENCE", "must not be empty"));
+        }
+        let caller_jwt = caller_config(&raw)?;
+        let viewers = viewers_config(&raw.viewers)?;
+        if raw.discovery_timeout_secs == 0 {
+            return Err(ConfigError::new("WOPIGATE_DISCOVERY_TIMEOUT_SECS", "must be at least 1"));
+        }
+        if raw.discovery_refresh_secs < 60 {
+            return Err(ConfigError::new("WOPIGATE_DISCOVERY_REFRESH_SECS", "must be at least 60"));
+        }
+        check_lang("WOPIGATE_LANG", &raw.lang)?;
+        let log_format = match raw.log_format.as_str() {
+            "json" => LogFormat::Json,
+            "text" => LogFormat::Text,
+            other => return Err(ConfigError::new("WOPIGATE_LOG_FORMAT", format!("'{other}' is not json or text"))),
+        };
+        Ok(Config {
+            bind,
+            public_url,
+            data_dir: raw.data_dir,
+            production,
+            token,
+            clock_skew_secs: raw.clock_skew_secs,
+            caller_jwt,
+            viewers,
+            edit_max_size: raw.edit_max_size,
+            discovery_refresh_secs: raw.discovery_refresh_secs,
+            discovery_timeout_secs: raw.discovery_timeout_secs,
+            discovery_retry_secs: raw.discovery_retry_secs,
+            lang: raw.lang,
+            log_format,
+        })
+    }
+}
+
+/// envy says "… provided by TOKEN_TTL_SECS"; put the prefix back so the name is the real one.
+fn envy_error(message: &str) -> ConfigError {
+    match message.rsplit_once("provided by ") {
+        Some((what, var)) => ConfigError::new(&format!("WOPIGATE_{}", var.trim()), what.trim().to_string()),
+        None => ConfigError::new("WOPIGATE_*", message.to_string()),
+    }
+}
+
+fn http_base_url(var: &str, value: &str) -> Result<String, ConfigError> {
+    let url = Url::parse(value).map_err(|e| ConfigError::new(var, format!("'{value}' is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(var, format!("'{value}' must be an absolute http(s) URL")));
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(ConfigError::new(var, format!("'{value}' must not carry a query or fragment")));
+    }
+    Ok(value.trim_end_matches('/').to_string())
+}
+
+fn check_lang(var: &str, lang: &str) -> Result<(), ConfigError> {
+    let ok = !lang.is_empty()
+        && lang.len() <= 35
+        && lang.chars().all(|c| c.is_ascii_alphanumeric() || c == '-');
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::new(var, format!("'{lang}' is not a language tag like en-US")))
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct OldKey {
+    kid: String,
+    secret: Option<Secret>,
+    public_key: Option<String>,
+}
+
+fn token_config(raw: &RawConfig) -> Result<TokenConfig, ConfigError> {
+    let algorithm = match raw.token_alg.as_str() {
+        "HS256" => TokenAlgorithm::Hs256,
+        "EdDSA" => TokenAlgorithm::EdDsa,
+        other => return Err(ConfigError::new("WOPIGATE_TOKEN_ALG", format!("'{other}' is not HS256 or EdDSA"))),
+    };
+    let current = match algorithm {
+        TokenAlgorithm::Hs256 => match &raw.token_secret {
+            Some(secret) => {
+                check_secret("WOPIGATE_TOKEN_SECRET", secret)?;
+                Some(TokenKeyConfig {
+                    kid: raw.token_kid.clone().unwrap_or_else(|| derived_kid(secret.expose())),
+                    material: KeyMaterial::Secret(secret.clone()),
+                })
+            }
+            None => None,
+        },
+        TokenAlgorithm::EdDsa => {
+            let pem = raw.token_private_key.clone().ok_or_else(|| {
+                ConfigError::new("WOPIGATE_TOKEN_PRIVATE_KEY", "is required when WOPIGATE_TOKEN_ALG=EdDSA (an Ed25519 private key, PEM)")
+            })?;
+            let public = raw.token_public_key.clone().ok_or_else(|| {
+                ConfigError::new("WOPIGATE_TOKEN_PUBLIC_KEY", "is required when WOPIGATE_TOKEN_ALG=EdDSA (the Ed25519 public key, PEM)")
+            })?;
+            Some(TokenKeyConfig {
+                kid: raw.token_kid.clone().unwrap_or_else(|| derived_kid(&public)),
+                material: KeyMaterial::Ed25519Pair { private: pem, public },
+            })
+        }
+    };
+    if let Some(kid) = &raw.token_kid {
+        check_kid("WOPIGATE_TOKEN_KID", kid)?;
+    }
+    let mut previous = Vec::new();
+    if let Some(json) = &raw.token_old_keys {
+        let keys: Vec<OldKey> = serde_json::from_str(json.expose()).map_err(|e| {
+            ConfigError::new(
+                "WOPIGATE_TOKEN_OLD_KEYS",
+                format!("must be a JSON list of {{\"kid\", \"secret\"}} or {{\"kid\", \"public_key\"}} objects: {e}"),
+            )
+        })?;
+        for key in keys {
+            check_kid("WOPIGATE_TOKEN_OLD_KEYS", &key.kid)?;
+            let material = match (algorithm, key.secret, key.public_key) {
+                (TokenAlgorithm::Hs256, Some(secret), None) => {
+                    check_secret("WOPIGATE_TOKEN_OLD_KEYS", &secret)?;
+                    KeyMaterial::Secret(secret)
+                }
+                (TokenAlgorithm::EdDsa, None, Some(pem)) => KeyMaterial::Ed25519Public(pem),
+                _ => {
+                    return Err(ConfigError::new(
+                        "WOPIGATE_TOKEN_OLD_KEYS",
+                        format!("key '{}' needs \"secret\" for HS256 or \"public_key\" for EdDSA, not both", key.kid),
+                    ))
+                }
+            };
+            if current.as_ref().is_some_and(|c| c.kid == key.kid) || previous.iter().any(|p: &TokenKeyConfig| p.kid == key.kid) {
+                return Err(ConfigError::new("WOPIGATE_TOKEN_OLD_KEYS", format!("kid '{}' appears twice in the key ring", key.kid)));
+            }
+            previous.push(TokenKeyConfig { kid: key.kid, material });
+        }
+    }
+    Ok(TokenConfig {
+        algorithm,
+        current,
+        previous,
+        ttl_secs: raw.token_ttl_secs,
+        audience: raw.token_audience.clone(),
+    })
+}
+
+fn check_secret(var: &str, secret: &Secret) -> Result<(), ConfigError> {
+    if secret.expose().len() < 32 {
+        return Err(ConfigError::new(var, "an HS256 secret must be at least 32 bytes (e.g. `openssl rand -base64 48`)"));
+    }
+    Ok(())
+}
+
+fn check_kid(var: &str, kid: &str) -> Result<(), ConfigError> {
+    if kid.is_empty() || kid.len() > 64 || !kid.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_' || c == '.') {
+        return Err(ConfigError::new(var, format!("kid '{kid}' must be 1-64 characters of A-Z a-z 0-9 - _ .")));
+    }
+    Ok(())
+}
+
+/// A key id that names the key without revealing it: 8 bytes of its SHA-256.
+pub fn derived_kid(material: &str) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(material.as_bytes());
+    digest[..8].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn caller_config(raw: &RawConfig) -> Result<CallerJwtConfig, ConfigError> {
+    let key = match (&raw.caller_jwt_secret, &raw.caller_jwt_public_key) {
+        (Some(_), Some(_)) => {
+            return Err(ConfigError::new(
+                "WOPIGATE_CALLER_JWT_SECRET",
+                "set either WOPIGATE_CALLER_JWT_SECRET or WOPIGATE_CALLER_JWT_PUBLIC_KEY, not both",
+            ))
+        }
+        (Some(secret), None) => {
+            check_secret("WOPIGATE_CALLER_JWT_SECRET", secret)?;
+            Some(CallerKey::Hs256(secret.clone()))
+        }
+        (None, Some(pem)) => Some(CallerKey::PublicPem(pem.clone())),
+        (None, None) => None,
+    };
+    Ok(CallerJwtConfig {
+        key,
+        issuer: raw.caller_jwt_issuer.clone().filter(|s| !s.is_empty()),
+        audience: raw.caller_jwt_audience.clone().filter(|s| !s.is_empty()),
+    })
+}
+
+fn viewers_config(json: &str) -> Result<Vec<ViewerConfig>, ConfigError> {
+    const VAR: &str = "WOPIGATE_VIEWERS";
+    let mut viewers: Vec<ViewerConfig> = serde_json::from_str(json).map_err(|e| {
+        ConfigError::new(VAR, format!("must be a JSON list of {{\"id\", \"name\", \"discovery\", …}} objects: {e}"))
+    })?;
+    for (i, viewer) in viewers.iter_mut().enumerate() {
+        if viewer.name.trim().is_empty() {
+            return Err(ConfigError::new(VAR, format!("viewer #{i} has an empty name")));
+        }
+        if viewer.discovery.trim().is_empty() {
+            return Err(ConfigError::new(VAR, format!("viewer '{}' has no discovery URL or path", viewer.name)));
+        }
+        if viewer.discovery.contains("://")
+            && !["http://", "https://", "file://"].iter().any(|p| viewer.discovery.starts_with(p))
+        {
+            return Err(ConfigError::new(
+                VAR,
+                format!("viewer '{}': discovery must be http(s)://, file:// or a path", viewer.name),
+            ));
+        }
+        if let Some(url) = &viewer.public_url {
+            viewer.public_url = Some(http_base_url(VAR, url)?);
+        }
+        if let Some(lang) = &viewer.lang {
+            check_lang(VAR, lang)?;
+        }
+        if let Some(exts) = &mut viewer.extensions {
+            for ext in exts.iter_mut() {
+                *ext = ext.trim_start_matches('.').to_ascii_lowercase();
+            }
+        }
+    }
+    for (i, a) in viewers.iter().enumerate() {
+        if viewers[..i].iter().any(|b| b.id == a.id) {
+            return Err(ConfigError::new(VAR, format!("viewer id {} appears twice", a.id)));
+        }
+    }
+    Ok(viewers)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()
+    }
+
+    #[test]
+    fn defaults_apply() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.bind.to_string(), "127.0.0.1:8080");
+        assert_eq!(config.public_url, "http://127.0.0.1:8080");
+        assert_eq!(config.data_dir, PathBuf::from("./data"));
+        assert_eq!(config.token.ttl_secs, 36000);
+        assert!(config.token.current.is_none());
+    }
+
+    #[test]
+    fn bad_values_name_their_variable() {
+        let cases = [
+            ("WOPIGATE_BIND", "nonsense"),
+            ("WOPIGATE_PUBLIC_URL", "ftp://x"),
+            ("WOPIGATE_TOKEN_SECRET", "short"),
+            ("WOPIGATE_TOKEN_TTL_SECS", "abc"),
+            ("WOPIGATE_TOKEN_ALG", "RS256"),
+            ("WOPIGATE_VIEWERS", "{"),
+            ("WOPIGATE_ENV", "prod"),
+            ("WOPIGATE_LOG_FORMAT", "xml"),
+            ("WOPIGATE_EDIT_MAX_SIZE", "-1"),
+        ];
+        for (var, value) in cases {
+            let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
+            assert_eq!(err.var, var, "{var}={value} gave {err}");
+            assert!(err.to_string().starts_with(var));
+        }
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let config = Config::from_vars(vars(&[("WOPIGATE_TOKEN_SECRET", "0123456789abcdef0123456789abcdef-secret")])).unwrap();
+        assert!(!format!("{config:?}").contains("0123456789abcdef"));
+    }
+}

@@ -1,0 +1,190 @@
+//! Cloudreve-style API (`/api/v4/...`): every answer is HTTP 200 with the envelope
+//! `{"code", "data", "msg"}`; failures carry a non-zero code and a `correlation_id` that is also
+//! the `request_id` of the request's log line.
+
+use std::collections::BTreeMap;
+use std::fmt;
+
+use actix_web::http::StatusCode;
+use actix_web::web::{self, Bytes};
+use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use serde::Serialize;
+use serde_json::json;
+use tracing_actix_web::RequestId;
+
+use crate::auth::AuthError;
+use crate::discovery::DiscoveryError;
+use crate::policy::PolicyError;
+use crate::session::{self, AppState, SessionError, SessionRequest};
+
+/// Cloudreve's error codes used by this surface.
+pub mod code {
+    pub const LOGIN_REQUIRED: u32 = 401;
+    pub const NOT_FOUND: u32 = 404;
+    pub const INVALID_PARAMETERS: u32 = 40001;
+    pub const PATH_NOT_FOUND: u32 = 40016;
+    pub const WRONG_SHARE_PASSWORD: u32 = 40069;
+    pub const VERSION_NOT_FOUND: u32 = 40077;
+    pub const OWNER_ONLY: u32 = 40082;
+    pub const PURCHASE_REQUIRED: u32 = 40083;
+    pub const ANONYMOUS_DENIED: u32 = 40088;
+    pub const STORE_FAILURE: u32 = 50004;
+    pub const VIEWER_FAILURE: u32 = 50005;
+}
+
+/// A failed API call, rendered as Cloudreve's envelope.
+#[derive(Debug)]
+pub struct ApiError {
+    code: u32,
+    msg: String,
+    correlation_id: String,
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}", self.code, self.msg)
+    }
+}
+
+impl ApiError {
+    fn new(code: u32, msg: impl Into<String>, request_id: &RequestId) -> Self {
+        let error = ApiError { code, msg: msg.into(), correlation_id: request_id.to_string() };
+        tracing::Span::current().record("code", code);
+        if code >= 50000 {
+            tracing::error!(code, msg = %error.msg, "request failed");
+        } else {
+            tracing::info!(code, msg = %error.msg, "request refused");
+        }
+        error
+    }
+
+    /// The one mapping from session failures to Cloudreve codes and messages.
+    fn from_session(error: SessionError, request_id: &RequestId) -> Self {
+        use SessionError as E;
+        let code = match &error {
+            E::Auth(AuthError::Malformed | AuthError::NotConfigured | AuthError::Expired | AuthError::Invalid(_)) => {
+                code::LOGIN_REQUIRED
+            }
+            E::Uri { .. } | E::UnknownViewer(_) | E::NoExtension | E::BadParent(_) => code::INVALID_PARAMETERS,
+            E::Policy(p) => match p {
+                PolicyError::LoginRequired => code::LOGIN_REQUIRED,
+                PolicyError::OwnerOnly(_) => code::OWNER_ONLY,
+                PolicyError::ShareNotFound => code::NOT_FOUND,
+                PolicyError::WrongPassword => code::WRONG_SHARE_PASSWORD,
+                PolicyError::AnonymousDenied => code::ANONYMOUS_DENIED,
+                PolicyError::PurchaseRequired => code::PURCHASE_REQUIRED,
+                PolicyError::BadManifest(..) | PolicyError::Store(_) => code::STORE_FAILURE,
+            },
+            E::NotFound | E::IsFolder => code::PATH_NOT_FOUND,
+            E::NoSuchVersion(_) => code::VERSION_NOT_FOUND,
+            E::Discovery(DiscoveryError::UnknownViewer(_)) => code::INVALID_PARAMETERS,
+            E::Discovery(DiscoveryError::NoAction { .. }) => code::INVALID_PARAMETERS,
+            E::Discovery(DiscoveryError::Unavailable { .. }) => code::VIEWER_FAILURE,
+            E::Store(_) | E::Token(_) => code::STORE_FAILURE,
+        };
+        // Internal failures keep their detail in the log, not in the answer.
+        let msg = match &error {
+            E::Store(_) | E::Policy(PolicyError::Store(_)) => "the file store failed; try again later".to_string(),
+            E::Token(_) => "could not issue an access token".to_string(),
+            other => other.to_string(),
+        };
+        if msg != error.to_string() {
+            tracing::error!(detail = %error, "internal failure");
+        }
+        ApiError::new(code, msg, request_id)
+    }
+}
+
+impl ResponseError for ApiError {
+    fn status_code(&self) -> StatusCode {
+        StatusCode::OK
+    }
+
+    fn error_response(&self) -> HttpResponse {
+        HttpResponse::Ok().json(json!({
+            "code": self.code,
+            "data": null,
+            "msg": self.msg,
+            "correlation_id": self.correlation_id,
+        }))
+    }
+}
+
+fn ok<T: Serialize>(data: T) -> HttpResponse {
+    HttpResponse::Ok().json(json!({"code": 0, "data": data, "msg": ""}))
+}
+
+fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
+    req.headers().get(name).and_then(|v| v.to_str().ok())
+}
+
+/// `PUT /api/v4/file/viewerSession`
+pub async fn viewer_session(
+    req: HttpRequest,
+    body: Bytes,
+    state: web::Data<AppState>,
+    request_id: RequestId,
+) -> Result<HttpResponse, ApiError> {
+    let request: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
+        ApiError::new(code::INVALID_PARAMETERS, format!("invalid request body: {}", body_error(&e)), &request_id)
+    })?;
+    let authorization = header(&req, "authorization");
+    let ticket = header(&req, "x-cr-purchase-ticket");
+    let session = session::create(&state, authorization, ticket, request)
+        .await
+        .map_err(|e| ApiError::from_session(e, &request_id))?;
+    tracing::Span::current().record("session_id", tracing::field::display(session.id));
+    Ok(ok(json!({
+        "session": {
+            "id": session.id,
+            "access_token": session.access_token,
+            "expires": session.expires_ms,
+            "action": session.action,
+        },
+        "wopi_src": session.wopi_src,
+    })))
+}
+
+/// serde's messages name the field (`missing field \`uri\``, `unknown variant \`x\`, expected
+/// \`view\` or \`edit\``); drop the line/column noise for a one-line JSON body.
+fn body_error(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
+/// `GET /api/v4/site/config/explorer`: the configured viewers in Cloudreve's `file_viewers` shape.
+pub async fn explorer_config(state: web::Data<AppState>) -> HttpResponse {
+    let viewers: Vec<_> = state
+        .viewers
+        .configs()
+        .map(|viewer| {
+            let offer = state.viewers.offer(viewer);
+            let actions: BTreeMap<_, _> = offer
+                .actions
+                .into_iter()
+                .map(|(ext, view, edit)| {
+                    let mut map = BTreeMap::new();
+                    if let Some(v) = view {
+                        map.insert("view", v);
+                    }
+                    if let Some(e) = edit {
+                        map.insert("edit", e);
+                    }
+                    (ext, map)
+                })
+                .collect();
+            json!({
+                "id": viewer.id,
+                "type": "wopi",
+                "display_name": viewer.name,
+                "exts": offer.exts,
+                "icon": viewer.icon.clone().or(offer.icon),
+                "wopi_actions": actions,
+            })
+        })
+        .collect();
+    ok(json!({"file_viewers": [{"viewers": viewers}]}))
+}

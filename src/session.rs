@@ -1,0 +1,179 @@
+//! Viewer sessions: `PUT /api/v4/file/viewerSession` as one domain function.
+//!
+//! Who is calling → which file → which version and action → file id → action URL → token.
+
+use std::sync::Arc;
+
+use chrono::Utc;
+use serde::Deserialize;
+use uuid::Uuid;
+
+use crate::auth::{AuthError, Caller, CallerVerifier};
+use crate::config::Config;
+use crate::discovery::{DiscoveryError, Viewers};
+use crate::policy::{self, PolicyError};
+use crate::store::{ids, Entry, FileMeta, Store, StoreError};
+use crate::token::{Action, Grant, TokenError, TokenKeys};
+use crate::uri::{CanonicalUri, FileUri, UriError};
+
+/// Shared state of the running app: built once at start-up, read by every request.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub tokens: TokenKeys,
+    pub callers: CallerVerifier,
+    pub viewers: Arc<Viewers>,
+}
+
+/// The request body, exactly as Cloudreve's API names it.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SessionRequest {
+    pub uri: String,
+    #[serde(default)]
+    pub version: Option<String>,
+    pub viewer_id: Uuid,
+    pub preferred_action: Action,
+    #[serde(default)]
+    pub parent_uri: Option<String>,
+}
+
+#[derive(Debug)]
+pub struct ViewerSession {
+    pub id: Uuid,
+    pub access_token: String,
+    pub expires_ms: i64,
+    pub action: Action,
+    pub wopi_src: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SessionError {
+    #[error(transparent)]
+    Auth(#[from] AuthError),
+    #[error("{field}: {source}")]
+    Uri { field: &'static str, source: UriError },
+    #[error("viewer_id: unknown viewer {0}")]
+    UnknownViewer(Uuid),
+    #[error(transparent)]
+    Policy(#[from] PolicyError),
+    #[error("uri: file not found")]
+    NotFound,
+    #[error("uri: names a folder, not a file")]
+    IsFolder,
+    #[error("uri: the file name has no extension, so no viewer action can be chosen")]
+    NoExtension,
+    #[error("version: '{0}' does not exist for this file")]
+    NoSuchVersion(String),
+    #[error("parent_uri: {0}")]
+    BadParent(String),
+    #[error(transparent)]
+    Discovery(DiscoveryError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error(transparent)]
+    Token(#[from] TokenError),
+}
+
+/// Creates a viewer session. `authorization` and `ticket` are the raw header values.
+pub async fn create(
+    app: &AppState,
+    authorization: Option<&str>,
+    ticket: Option<&str>,
+    request: SessionRequest,
+) -> Result<ViewerSession, SessionError> {
+    let caller = app.callers.verify(authorization)?;
+    let uri = FileUri::parse(&request.uri).map_err(|source| SessionError::Uri { field: "uri", source })?;
+    let viewer = app.viewers.config(request.viewer_id).ok_or(SessionError::UnknownViewer(request.viewer_id))?;
+    let now = Utc::now();
+    let store = app.store.as_ref();
+
+    let access = policy::resolve(store, &caller, &uri, ticket, now).await?;
+    let ext = access.key.path.extension().ok_or(SessionError::NoExtension)?;
+    let current = match store.stat(&access.key).await? {
+        Some(Entry::File(meta)) => meta,
+        Some(Entry::Folder) => return Err(SessionError::IsFolder),
+        None => return Err(SessionError::NotFound),
+    };
+    let file_id = ids::file_id(store, &access.key).await?;
+
+    let requested = request.version.as_deref().map(str::trim).filter(|v| !v.is_empty());
+    let (version, opened): (String, FileMeta) = match requested {
+        None => (String::new(), current.clone()),
+        Some(v) if v == current.version => (String::new(), current.clone()),
+        Some(v) => match store.stat_past_version(&file_id, v).await {
+            Ok(Some(meta)) => (v.to_string(), meta),
+            Ok(None) | Err(StoreError::BadObjectName(_)) => return Err(SessionError::NoSuchVersion(v.to_string())),
+            Err(e) => return Err(e.into()),
+        },
+    };
+
+    let parent = match &request.parent_uri {
+        Some(raw) if !raw.trim().is_empty() => Some(parent_folder(app, &caller, raw, ticket, &access.canonical).await?),
+        _ => None,
+    };
+
+    let may_edit = access.may_edit && version.is_empty() && opened.size <= app.config.edit_max_size;
+    let wanted = if request.preferred_action == Action::Edit && may_edit { Action::Edit } else { Action::View };
+
+    let session_id = Uuid::new_v4();
+    let base = viewer.public_url.as_deref().unwrap_or(&app.config.public_url);
+    let wopi_src = format!("{base}/wopi/files/{file_id}");
+    let chosen = app
+        .viewers
+        .action_url(viewer, &ext, wanted, opened.size == 0, &wopi_src, &session_id.to_string())
+        .await
+        .map_err(SessionError::Discovery)?;
+
+    let (sub, name, anon) = match &caller {
+        Caller::User { id, name } => (id.clone(), name.clone(), false),
+        // Anonymous visitors still need a stable id within the session (co-author lists).
+        Caller::Anonymous => (format!("anon{}", &session_id.simple().to_string()[..12]), "Guest".to_string(), true),
+    };
+    let grant = Grant {
+        sid: session_id,
+        sub,
+        name,
+        anon,
+        uri: access.canonical.to_string(),
+        fid: file_id,
+        ver: version,
+        act: chosen.action,
+        vid: viewer.id,
+        par: parent,
+    };
+    let (access_token, claims) = app.tokens.mint(grant, now.timestamp(), None)?;
+    Ok(ViewerSession {
+        id: session_id,
+        access_token,
+        expires_ms: claims.expires_ms(),
+        action: chosen.action,
+        wopi_src: chosen.url,
+    })
+}
+
+/// `parent_uri` must be a folder the caller reaches the same way as the file (own files, or the
+/// same share); it is where files created from the session go.
+async fn parent_folder(
+    app: &AppState,
+    caller: &Caller,
+    raw: &str,
+    ticket: Option<&str>,
+    file: &CanonicalUri,
+) -> Result<String, SessionError> {
+    let uri = FileUri::parse(raw).map_err(|source| SessionError::Uri { field: "parent_uri", source })?;
+    let access = policy::resolve(app.store.as_ref(), caller, &uri, ticket, Utc::now()).await?;
+    let same_space = match (&access.canonical, file) {
+        (CanonicalUri::My { owner: a, .. }, CanonicalUri::My { owner: b, .. }) => a == b,
+        (CanonicalUri::Share { id: a, .. }, CanonicalUri::Share { id: b, .. }) => a == b,
+        _ => false,
+    };
+    if !same_space {
+        return Err(SessionError::BadParent("must be in the same file system as uri".into()));
+    }
+    match app.store.stat(&access.key).await? {
+        Some(Entry::Folder) => Ok(access.canonical.to_string()),
+        Some(Entry::File(_)) => Err(SessionError::BadParent("names a file, not a folder".into())),
+        None => Err(SessionError::BadParent("folder not found".into())),
+    }
+}

@@ -1,0 +1,97 @@
+//! File ids: the `{id}` of `/wopi/files/{id}`.
+//!
+//! Random, URL-safe, the same for every user of a file, stable across edits and across renames
+//! made through wopigate, and revealing nothing of the path. Kept as two small objects in the
+//! store, so any replica derives them without a shared database:
+//! `ids/<id>.json` (id → owner and path) and `paths/<sha256(owner, path)>` (path → id).
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use super::{FileKey, Store, StoreError};
+use crate::uri::RelPath;
+
+#[derive(Serialize, Deserialize)]
+struct IdRecord {
+    owner: String,
+    path: String,
+}
+
+/// Whether `id` has the shape of a file id (so it can be used in object names safely).
+pub fn is_file_id(id: &str) -> bool {
+    id.len() == 22 && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+fn path_object(key: &FileKey) -> String {
+    let mut hasher = Sha256::new();
+    hasher.update(key.owner.as_bytes());
+    hasher.update([0]);
+    hasher.update(key.path.as_plain().as_bytes());
+    let digest = hasher.finalize();
+    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    format!("paths/{}/{}", &hex[..2], hex)
+}
+
+fn id_object(id: &str) -> String {
+    format!("ids/{id}.json")
+}
+
+/// The id of the file at `key`, created on first use. Concurrent first uses agree on one id.
+pub async fn file_id(store: &dyn Store, key: &FileKey) -> Result<String, StoreError> {
+    let index = path_object(key);
+    if let Some(id) = lookup(store, &index, key).await? {
+        return Ok(id);
+    }
+    let mut bytes = [0u8; 16];
+    rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
+    let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+    let record = serde_json::to_vec(&IdRecord { owner: key.owner.clone(), path: key.path.as_plain() })
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
+    store.put_object(&id_object(&id), &record).await?;
+    if store.create_object(&index, id.as_bytes()).await? {
+        return Ok(id);
+    }
+    // Another request indexed this path first: use its id, drop ours.
+    store.delete_object(&id_object(&id)).await?;
+    match lookup(store, &index, key).await? {
+        Some(winner) => Ok(winner),
+        None => Err(StoreError::Io(std::io::Error::other("file id index changed while creating it"))),
+    }
+}
+
+/// The id recorded for `key`, when its record still points back at `key`.
+async fn lookup(store: &dyn Store, index: &str, key: &FileKey) -> Result<Option<String>, StoreError> {
+    let Some(raw) = store.get_object(index).await? else {
+        return Ok(None);
+    };
+    let id = String::from_utf8_lossy(&raw).trim().to_string();
+    if !is_file_id(&id) {
+        return Ok(None);
+    }
+    match resolve(store, &id).await? {
+        Some(found) if &found == key => Ok(Some(id)),
+        // A stale index entry (the file was renamed away): drop it so a new id can be made.
+        _ => {
+            store.delete_object(index).await?;
+            Ok(None)
+        }
+    }
+}
+
+/// The file an id names.
+pub async fn resolve(store: &dyn Store, id: &str) -> Result<Option<FileKey>, StoreError> {
+    if !is_file_id(id) {
+        return Ok(None);
+    }
+    let Some(raw) = store.get_object(&id_object(id)).await? else {
+        return Ok(None);
+    };
+    let Ok(record) = serde_json::from_slice::<IdRecord>(&raw) else {
+        return Ok(None);
+    };
+    let Ok(path) = RelPath::parse_plain(&record.path) else {
+        return Ok(None);
+    };
+    Ok(Some(FileKey { owner: record.owner, path }))
+}
