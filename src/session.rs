@@ -89,12 +89,12 @@ pub async fn create(
     let store = app.store.as_ref();
 
     let access = policy::resolve(store, &caller, &uri, ticket, now).await?;
-    let ext = access.key.path.extension().ok_or(SessionError::NoExtension)?;
     let current = match store.stat(&access.key).await? {
         Some(Entry::File(meta)) => meta,
         Some(Entry::Folder) => return Err(SessionError::IsFolder),
         None => return Err(SessionError::NotFound),
     };
+    let ext = access.key.path.extension().ok_or(SessionError::NoExtension)?;
     let file_id = ids::file_id(store, &access.key).await?;
 
     let requested = request.version.as_deref().map(str::trim).filter(|v| !v.is_empty());

@@ -13,8 +13,10 @@ use crate::config::{Config, ViewerConfig};
 use crate::token::Action;
 pub use parse::{Discovery, ProofKeys, RsaPublicKey};
 
-/// Action names that open a file for reading / writing, most preferred first.
-const VIEW_ACTIONS: &[&str] = &["view", "embedview", "mobileView"];
+/// Action names that open a file for reading / writing, most preferred first. Collabora lists
+/// most formats under `edit` only: a view session then uses that URL, and CheckFileInfo's
+/// permissions make it read-only.
+const VIEW_ACTIONS: &[&str] = &["view", "embedview", "mobileView", "edit"];
 const EDIT_ACTIONS: &[&str] = &["edit"];
 /// Office wants `editnew` (blank template written by the client) for zero-byte files.
 const EDIT_NEW_ACTIONS: &[&str] = &["editnew", "edit"];

@@ -179,3 +179,74 @@ fn parse_proof_key(node: roxmltree::Node) -> Result<Option<ProofKeys>, ParseErro
 fn b64(s: &str) -> Option<Vec<u8>> {
     base64::engine::general_purpose::STANDARD.decode(s.trim()).ok()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const COLLABORA: &str = include_str!("../../tests/fixtures/discovery/collabora.xml");
+    const ONLYOFFICE: &str = include_str!("../../tests/fixtures/discovery/onlyoffice.xml");
+    const OFFICE: &str = include_str!("../../tests/fixtures/discovery/office.xml");
+
+    #[test]
+    fn collabora_matches_by_ext_then_mime() {
+        let doc = Discovery::parse(COLLABORA).unwrap();
+        assert!(doc.proof_key.is_none());
+        let (app, action) = doc.find_action(None, "docx", &["edit"]).unwrap();
+        assert_eq!(app.name, "writer");
+        assert_eq!(action.urlsrc, "http://cool.test:9980/browser/1a2b3c/cool.html?");
+        // pptx is only listed under its MIME type, with ext="".
+        let (app, _) = doc.find_action(None, "pptx", &["edit"]).unwrap();
+        assert_eq!(app.name, "application/vnd.openxmlformats-officedocument.presentationml.presentation");
+        assert!(doc.find_action(None, "docx", &["view"]).is_none());
+        assert!(doc.find_action(None, "zip", &["view", "edit"]).is_none());
+        // The Capabilities app (ext="") is not an extension.
+        assert_eq!(doc.extensions(None, &["view", "edit"]), ["doc", "docx", "ods", "odt", "pdf", "xlsx"]);
+    }
+
+    #[test]
+    fn onlyoffice_templates_are_entity_decoded() {
+        let doc = Discovery::parse(ONLYOFFICE).unwrap();
+        let (app, view) = doc.find_action(None, "docx", &["view"]).unwrap();
+        assert_eq!(app.name, "Word");
+        assert!(view.default);
+        assert!(view.urlsrc.starts_with("http://ds.test/hosting/wopi/word/view?<rs=DC_LLCC&><dchat=DISABLE_CHAT&>"));
+        assert!(view.urlsrc.ends_with("<wopisrc=WOPI_SOURCE&>&"));
+        let (_, edit) = doc.find_action(None, "DOCX", &["edit"]).unwrap();
+        assert_eq!(edit.requires, ["locks", "update"]);
+        assert_eq!(doc.fav_icon(None), Some("http://ds.test/web-apps/apps/documenteditor/main/resources/img/favicon.ico"));
+        let (_, convert) = doc.find_action(None, "doc", &["convert"]).unwrap();
+        assert!(convert.urlsrc.contains("convert-and-edit/doc/docx"));
+    }
+
+    #[test]
+    fn office_zones_and_proof_keys() {
+        let doc = Discovery::parse(OFFICE).unwrap();
+        assert_eq!(doc.zones.iter().map(|z| z.name.as_str()).collect::<Vec<_>>(), ["internal-http", "external-https"]);
+        let (_, internal) = doc.find_action(None, "docx", &["view"]).unwrap();
+        assert!(internal.urlsrc.starts_with("http://internal.office.test/"));
+        let (_, external) = doc.find_action(Some("external-https"), "docx", &["view"]).unwrap();
+        assert!(external.urlsrc.starts_with("https://word-view.office.test/"));
+        // A configured zone the document lacks falls back to the first zone.
+        let (_, fallback) = doc.find_action(Some("internal-https"), "docx", &["view"]).unwrap();
+        assert_eq!(fallback, internal);
+        assert!(doc.find_action(None, "docx", &["edit"]).is_none());
+        let keys = doc.proof_key.unwrap();
+        assert_eq!(keys.current.exponent, [1, 0, 1]);
+        assert_eq!(keys.current.modulus.len(), 256);
+        assert_eq!(keys.old.unwrap().modulus.len(), 256);
+    }
+
+    #[test]
+    fn rejects_what_is_not_discovery() {
+        assert!(matches!(Discovery::parse("<html><body/></html>"), Err(ParseError::Root(_))));
+        assert!(matches!(Discovery::parse("<wopi-discovery><net-zone"), Err(ParseError::Xml(_))));
+        assert_eq!(Discovery::parse("<wopi-discovery/>"), Err(ParseError::Empty));
+        assert!(matches!(
+            Discovery::parse(
+                r#"<wopi-discovery><net-zone name="a"><app name="x"><action name="view" ext="a" urlsrc="http://x/"/></app></net-zone><proof-key modulus="!!" exponent="AQAB"/></wopi-discovery>"#
+            ),
+            Err(ParseError::ProofKey("modulus"))
+        ));
+    }
+}

@@ -1,0 +1,5 @@
+//! HTTP integration tests: the real app on a random port, a real store in a temp directory.
+
+mod helpers;
+mod process;
+mod viewer_session;

@@ -1,0 +1,156 @@
+//! The real binary as a process: start-up failures, the dev key, and what reaches the log.
+
+use std::io::Read;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+
+fn command(env: &[(String, String)]) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wopigate"));
+    cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+    cmd
+}
+
+/// Runs to completion (start-up failure) and returns exit code and stderr.
+fn run_failing(env: &[(String, String)]) -> (i32, String) {
+    let output = command(env).output().unwrap();
+    (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
+}
+
+async fn wait_healthy(port: u16, child: &mut Child) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let client = reqwest::Client::new();
+    while Instant::now() < deadline {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/healthz")).send().await {
+            if r.status().is_success() {
+                return;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("wopigate exited early: {status}");
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("wopigate did not become healthy");
+}
+
+fn stop(mut child: Child) -> String {
+    let _ = child.kill();
+    let _ = child.wait();
+    let mut stderr = String::new();
+    child.stderr.take().unwrap().read_to_string(&mut stderr).unwrap();
+    stderr
+}
+
+#[test]
+fn bad_settings_stop_start_up_naming_the_variable() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("WOPIGATE_BIND", "not-an-address"),
+        ("WOPIGATE_PUBLIC_URL", "not a url"),
+        ("WOPIGATE_TOKEN_TTL_SECS", "ten hours"),
+        ("WOPIGATE_TOKEN_SECRET", "too-short"),
+        ("WOPIGATE_VIEWERS", "[{\"id\": \"x\"}]"),
+        ("WOPIGATE_CALLER_JWT_PUBLIC_KEY", "-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----"),
+        ("WOPIGATE_TOKEN_OLD_KEYS", "[{\"kid\": \"a\"}]"),
+    ];
+    for (var, value) in cases {
+        let env = base_env(free_port(), dir.path(), &[(var, value)]);
+        let (code, stderr) = run_failing(&env);
+        assert_eq!(code, 2, "{var}: {stderr}");
+        let line = stderr.trim();
+        assert_eq!(line.lines().count(), 1, "one line: {line}");
+        assert!(line.contains(var), "{var} is named: {line}");
+        assert!(!line.contains(TOKEN_SECRET));
+    }
+}
+
+#[test]
+fn production_refuses_to_start_without_a_token_secret() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut env = base_env(free_port(), dir.path(), &[("WOPIGATE_ENV", "production")]);
+    env.retain(|(k, _)| k != "WOPIGATE_TOKEN_SECRET");
+    let (code, stderr) = run_failing(&env);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("WOPIGATE_TOKEN_SECRET"), "{stderr}");
+}
+
+#[tokio::test]
+async fn dev_key_is_generated_persisted_and_warned_about() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = base_env(port, dir.path(), &[]);
+    env.retain(|(k, _)| k != "WOPIGATE_TOKEN_SECRET");
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let stderr = stop(child);
+    assert!(stderr.contains("WARN") && stderr.contains("WOPIGATE_TOKEN_SECRET is not set"), "{stderr}");
+    let key = dir.path().join(".wopigate/dev-token-secret");
+    let secret = std::fs::read_to_string(&key).unwrap();
+    assert!(secret.len() >= 32);
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(std::fs::metadata(&key).unwrap().permissions().mode() & 0o777, 0o600);
+    assert!(!stderr.contains(secret.trim()), "the key itself is never logged");
+}
+
+#[tokio::test]
+async fn log_lines_carry_the_correlation_id_and_never_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = base_env(port, dir.path(), &[]);
+    std::fs::create_dir_all(dir.path().join("u1")).unwrap();
+    std::fs::write(dir.path().join("u1/a.docx"), b"x").unwrap();
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let client = reqwest::Client::new();
+    let url = format!("http://127.0.0.1:{port}/api/v4/file/viewerSession");
+    let jwt = caller_jwt("u1", "U");
+    let ok: Value = client
+        .put(&url)
+        .bearer_auth(&jwt)
+        .body(json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ok["data"]["session"]["access_token"].as_str().unwrap().to_string();
+    let failed: Value = client
+        .put(&url)
+        .bearer_auth(&jwt)
+        .body(json!({"uri": "cloudreve://my/missing.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(failed["code"], 40016);
+    let correlation = failed["correlation_id"].as_str().unwrap().to_string();
+    let stderr = stop(child);
+
+    let request_lines: Vec<Value> = stderr
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["span"]["name"] == "request" && v["fields"]["message"] == "close")
+        .collect();
+    let line = request_lines
+        .iter()
+        .find(|v| v["span"]["request_id"] == correlation.as_str())
+        .unwrap_or_else(|| panic!("no request line with {correlation}:\n{stderr}"));
+    assert_eq!(line["span"]["status"], 200);
+    assert_eq!(line["span"]["code"], 40016);
+    assert_eq!(line["span"]["route"], "/api/v4/file/viewerSession");
+    assert!(line["fields"]["time.busy"].is_string(), "duration is logged: {line}");
+    assert!(!stderr.contains(&token), "access tokens never reach the log");
+    assert!(!stderr.contains(&jwt), "caller JWTs never reach the log");
+    assert!(!stderr.contains(TOKEN_SECRET) && !stderr.contains(CALLER_SECRET));
+}
