@@ -88,6 +88,12 @@ fn default_discovery_retry() -> u64 {
 fn default_lang() -> String {
     "en-US".into()
 }
+fn default_keep_versions() -> usize {
+    10
+}
+fn default_max_upload() -> u64 {
+    1024 * 1024 * 1024
+}
 fn default_log_format() -> String {
     "json".into()
 }
@@ -134,6 +140,11 @@ struct RawConfig {
     lang: String,
     #[serde(default = "default_log_format")]
     log_format: String,
+    #[serde(default = "default_keep_versions")]
+    keep_versions: usize,
+    #[serde(default = "default_max_upload")]
+    max_upload_size: u64,
+    host_page_url: Option<String>,
 }
 
 /// How wopigate signs its own access tokens.
@@ -210,6 +221,13 @@ pub struct ViewerConfig {
     /// Icon shown by the platform; absent = the discovery's favicon.
     #[serde(default)]
     pub icon: Option<String>,
+    /// Check `X-WOPI-Proof` when the discovery publishes a proof key (default true).
+    #[serde(default = "yes")]
+    pub verify_proof: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,6 +253,13 @@ pub struct Config {
     pub discovery_retry_secs: u64,
     pub lang: String,
     pub log_format: LogFormat,
+    /// Past versions kept per file.
+    pub keep_versions: usize,
+    /// Largest PutFile / PutRelativeFile body accepted (413 above).
+    pub max_upload_size: u64,
+    /// The platform's page that opens a file, with `{file_id}` and `{action}` placeholders:
+    /// CheckFileInfo's `HostViewUrl`/`HostEditUrl`, and accepted back by GetFileWopiSrc.
+    pub host_page_url: Option<String>,
 }
 
 impl Config {
@@ -290,6 +315,23 @@ impl Config {
             "text" => LogFormat::Text,
             other => return Err(ConfigError::new("WOPIGATE_LOG_FORMAT", format!("'{other}' is not json or text"))),
         };
+        if raw.keep_versions == 0 {
+            return Err(ConfigError::new("WOPIGATE_KEEP_VERSIONS", "must be at least 1"));
+        }
+        if raw.max_upload_size == 0 {
+            return Err(ConfigError::new("WOPIGATE_MAX_UPLOAD_SIZE", "must be at least 1 byte"));
+        }
+        let host_page_url = match raw.host_page_url.filter(|s| !s.trim().is_empty()) {
+            Some(template) => {
+                let probe = template.replace("{file_id}", "x").replace("{action}", "view");
+                http_base_url("WOPIGATE_HOST_PAGE_URL", probe.split('?').next().unwrap_or(&probe))?;
+                if !template.contains("{file_id}") {
+                    return Err(ConfigError::new("WOPIGATE_HOST_PAGE_URL", "must contain {file_id}"));
+                }
+                Some(template)
+            }
+            None => None,
+        };
         Ok(Config {
             bind,
             public_url,
@@ -305,6 +347,9 @@ impl Config {
             discovery_retry_secs: raw.discovery_retry_secs,
             lang: raw.lang,
             log_format,
+            keep_versions: raw.keep_versions,
+            max_upload_size: raw.max_upload_size,
+            host_page_url,
         })
     }
 }

@@ -1,15 +1,20 @@
 //! wopigate: a stateless WOPI host gateway. See DESIGN.md for the parts and their contracts.
 
 pub mod auth;
+pub mod clock;
 pub mod config;
 pub mod discovery;
 pub mod http;
+pub mod locks;
 pub mod policy;
+pub mod proof;
 pub mod session;
 pub mod startup;
 pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod uri;
+pub mod utf7;
+pub mod wopi;
 
 pub use startup::{Application, StartError};

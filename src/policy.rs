@@ -129,6 +129,22 @@ pub async fn resolve(
     }
 }
 
+/// The store location of a canonical URI minted earlier (no permission check: the token that
+/// carries the URI was granted it).
+pub async fn locate(store: &dyn Store, uri: &FileUri) -> Result<FileKey, PolicyError> {
+    match &uri.fs {
+        FileSystem::My { owner: Some(owner) } => Ok(FileKey { owner: owner.clone(), path: uri.path.clone() }),
+        FileSystem::My { owner: None } => Err(PolicyError::LoginRequired),
+        FileSystem::Share { id, .. } => {
+            let manifest = load_share(store, id).await?.ok_or(PolicyError::ShareNotFound)?;
+            let target = RelPath::parse_plain(&manifest.path)
+                .map_err(|e| PolicyError::BadManifest(id.clone(), format!("path: {e}")))?;
+            let path = target.join(&uri.path).map_err(|_| PolicyError::ShareNotFound)?;
+            Ok(FileKey { owner: manifest.owner, path })
+        }
+    }
+}
+
 pub async fn load_share(store: &dyn Store, id: &str) -> Result<Option<ShareManifest>, PolicyError> {
     if !is_valid_id(id) {
         return Ok(None);

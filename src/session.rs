@@ -4,11 +4,12 @@
 
 use std::sync::Arc;
 
-use chrono::Utc;
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Caller, CallerVerifier};
+use crate::clock::Clock;
+use crate::locks::LockStore;
 use crate::config::Config;
 use crate::discovery::{DiscoveryError, Viewers};
 use crate::policy::{self, PolicyError};
@@ -20,6 +21,8 @@ use crate::uri::{CanonicalUri, FileUri, UriError};
 pub struct AppState {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    pub locks: Arc<dyn LockStore>,
+    pub clock: Arc<dyn Clock>,
     pub tokens: TokenKeys,
     pub callers: CallerVerifier,
     pub viewers: Arc<Viewers>,
@@ -85,7 +88,7 @@ pub async fn create(
     let caller = app.callers.verify(authorization)?;
     let uri = FileUri::parse(&request.uri).map_err(|source| SessionError::Uri { field: "uri", source })?;
     let viewer = app.viewers.config(request.viewer_id).ok_or(SessionError::UnknownViewer(request.viewer_id))?;
-    let now = Utc::now();
+    let now = app.clock.now();
     let store = app.store.as_ref();
 
     let access = policy::resolve(store, &caller, &uri, ticket, now).await?;
@@ -162,7 +165,7 @@ async fn parent_folder(
     file: &CanonicalUri,
 ) -> Result<String, SessionError> {
     let uri = FileUri::parse(raw).map_err(|source| SessionError::Uri { field: "parent_uri", source })?;
-    let access = policy::resolve(app.store.as_ref(), caller, &uri, ticket, Utc::now()).await?;
+    let access = policy::resolve(app.store.as_ref(), caller, &uri, ticket, app.clock.now()).await?;
     let same_space = match (&access.canonical, file) {
         (CanonicalUri::My { owner: a, .. }, CanonicalUri::My { owner: b, .. }) => a == b,
         (CanonicalUri::Share { id: a, .. }, CanonicalUri::Share { id: b, .. }) => a == b,

@@ -8,6 +8,9 @@ use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
 use crate::auth::CallerVerifier;
+use crate::clock::{Clock, SystemClock};
+use crate::locks::store::StoreLocks;
+use crate::locks::LockStore;
 use crate::config::{Config, ConfigError};
 use crate::discovery::Viewers;
 use crate::http::{self, RequestSpan};
@@ -33,7 +36,12 @@ impl Application {
     /// Validates everything that can be checked before serving, binds the listener, and
     /// returns the app ready to run. Port 0 in `WOPIGATE_BIND` picks a free port (tests).
     pub async fn build(config: Config) -> Result<Application, StartError> {
-        let store = LocalStore::open(&config.data_dir).map_err(|e| {
+        Self::build_with_clock(config, Arc::new(SystemClock)).await
+    }
+
+    /// As `build`, with another clock (tests move time to expire locks).
+    pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
+        let store = LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| {
             ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
         })?;
         let current = match &config.token.current {
@@ -60,11 +68,12 @@ impl Application {
         let viewers = Arc::new(Viewers::new(&config));
         viewers.spawn_refresher();
         let store: Arc<dyn Store> = Arc::new(store);
+        let locks: Arc<dyn LockStore> = Arc::new(StoreLocks::new(store.clone()));
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { config, store, tokens, callers, viewers });
+        let state = web::Data::new(AppState { config, store, locks, clock, tokens, callers, viewers });
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(TracingLogger::<RequestSpan>::new())

@@ -2,6 +2,7 @@
 
 pub mod api;
 pub mod health;
+pub mod wopi;
 
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
@@ -15,6 +16,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/file/viewerSession", web::put().to(api::viewer_session))
             .route("/site/config/explorer", web::get().to(api::explorer_config)),
     )
+    .configure(wopi::routes)
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
 }

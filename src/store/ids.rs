@@ -46,9 +46,7 @@ pub async fn file_id(store: &dyn Store, key: &FileKey) -> Result<String, StoreEr
     let mut bytes = [0u8; 16];
     rand::Rng::fill(&mut rand::thread_rng(), &mut bytes[..]);
     let id = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-    let record = serde_json::to_vec(&IdRecord { owner: key.owner.clone(), path: key.path.as_plain() })
-        .map_err(|e| StoreError::Io(std::io::Error::other(e)))?;
-    store.put_object(&id_object(&id), &record).await?;
+    store.put_object(&id_object(&id), &record(key)?).await?;
     if store.create_object(&index, id.as_bytes()).await? {
         return Ok(id);
     }
@@ -94,4 +92,22 @@ pub async fn resolve(store: &dyn Store, id: &str) -> Result<Option<FileKey>, Sto
         return Ok(None);
     };
     Ok(Some(FileKey { owner: record.owner, path }))
+}
+
+fn record(key: &FileKey) -> Result<Vec<u8>, StoreError> {
+    serde_json::to_vec(&IdRecord { owner: key.owner.clone(), path: key.path.as_plain() })
+        .map_err(|e| StoreError::Io(std::io::Error::other(e)))
+}
+
+/// After a rename through wopigate: the id now names the new path (and keeps its history).
+pub async fn moved(store: &dyn Store, id: &str, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+    store.put_object(&id_object(id), &record(to)?).await?;
+    store.put_object(&path_object(to), id.as_bytes()).await?;
+    store.delete_object(&path_object(from)).await
+}
+
+/// After a delete: the id names nothing any more.
+pub async fn forget(store: &dyn Store, id: &str, key: &FileKey) -> Result<(), StoreError> {
+    store.delete_object(&path_object(key)).await?;
+    store.delete_object(&id_object(id)).await
 }

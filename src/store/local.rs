@@ -3,62 +3,139 @@
 //! `cloudreve://my/<path>` of user `U` is the plain file `<root>/<U>/<path>`, so a person can drop
 //! files in. Everything internal lives under `<root>/.wopigate/`: metadata objects in `objects/`,
 //! past versions in `versions/<file id>/`, temporary files in `tmp/` (same file system, so a
-//! rename into place is atomic).
+//! rename into place is atomic), and advisory lock files in `locks/`, which make commits and
+//! compare-and-set atomic even when several processes share the directory.
 
-use std::io::{ErrorKind, Write};
+use std::fs::{File, OpenOptions};
+use std::io::{ErrorKind, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
-use std::time::UNIX_EPOCH;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::StreamExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
-use super::{check_object_name, Entry, FileKey, FileMeta, Store, StoreError};
+use super::{
+    check_object_name, Download, Entry, FileKey, FileMeta, Precondition, Staged, Store, StoreError, Upload,
+};
+
+const READ_CHUNK: usize = 256 * 1024;
 
 pub struct LocalStore {
     root: PathBuf,
+    internal: PathBuf,
+    keep_versions: usize,
 }
 
 impl LocalStore {
-    /// Opens (creating if needed) the store at `root`.
-    pub fn open(root: &Path) -> std::io::Result<LocalStore> {
+    /// Opens (creating if needed) the store at `root`, keeping `keep_versions` past versions
+    /// of each file.
+    pub fn open(root: &Path, keep_versions: usize) -> std::io::Result<LocalStore> {
         std::fs::create_dir_all(root)?;
         let root = root.canonicalize()?;
-        for dir in ["objects", "versions", "tmp"] {
-            std::fs::create_dir_all(root.join(".wopigate").join(dir))?;
+        let internal = root.join(".wopigate");
+        for dir in ["objects", "versions", "tmp", "locks"] {
+            std::fs::create_dir_all(internal.join(dir))?;
         }
-        Ok(LocalStore { root })
+        remove_stale_temp_files(&internal.join("tmp"));
+        Ok(LocalStore { root, internal, keep_versions })
     }
 
     pub fn root(&self) -> &Path {
         &self.root
     }
 
-    fn internal(&self) -> PathBuf {
-        self.root.join(".wopigate")
+    fn paths(&self) -> Paths {
+        Paths { root: self.root.clone(), internal: self.internal.clone(), keep_versions: self.keep_versions }
+    }
+}
+
+/// What blocking closures need (owned, so they can move to the blocking pool).
+#[derive(Clone)]
+struct Paths {
+    root: PathBuf,
+    internal: PathBuf,
+    keep_versions: usize,
+}
+
+impl Paths {
+    fn tmp(&self) -> PathBuf {
+        self.internal.join("tmp")
     }
 
-    /// The on-disk path of a user file. The path is validated segment by segment already;
-    /// symlinks are resolved and checked where the file is touched.
-    fn file_path(&self, key: &FileKey) -> PathBuf {
+    fn object(&self, name: &str) -> PathBuf {
+        self.internal.join("objects").join(name)
+    }
+
+    fn versions(&self, history: &str) -> PathBuf {
+        self.internal.join("versions").join(history)
+    }
+
+    fn lock_file(&self, name: &str) -> PathBuf {
+        self.internal.join("locks").join(format!("{name}.lck"))
+    }
+
+    /// Whether a real (symlink-free) path is a user file location.
+    fn is_user_path(&self, real: &Path) -> bool {
+        real.starts_with(&self.root) && !real.starts_with(&self.internal) && real != self.root
+    }
+
+    /// The path of an existing user file or folder, symlinks resolved and checked; `None` if
+    /// nothing is there.
+    fn existing(&self, key: &FileKey) -> Result<Option<PathBuf>, StoreError> {
         let mut path = self.root.join(&key.owner);
         for segment in key.path.segments() {
             path.push(segment);
         }
-        path
+        let Some(real) = not_found_is_none(path.canonicalize())? else {
+            return Ok(None);
+        };
+        if !self.is_user_path(&real) {
+            return Err(StoreError::Escape);
+        }
+        Ok(Some(real))
+    }
+
+    /// Where a file at `key` is (or would be) written: its folder must exist and be a user
+    /// folder; the name itself must not be a symlink out of the root.
+    fn writable(&self, key: &FileKey) -> Result<PathBuf, StoreError> {
+        let name = key.path.file_name().ok_or(StoreError::NotFound)?;
+        let parent = FileKey { owner: key.owner.clone(), path: key.path.parent() };
+        let folder = match self.existing(&parent)? {
+            Some(folder) => folder,
+            // The owner's root folder appears on first write.
+            None if parent.path.is_root() => {
+                let dir = self.root.join(&key.owner);
+                std::fs::create_dir_all(&dir)?;
+                dir.canonicalize()?
+            }
+            None => return Err(StoreError::NotFound),
+        };
+        if !folder.is_dir() {
+            return Err(StoreError::NotFound);
+        }
+        let path = folder.join(name);
+        if let Ok(real) = path.canonicalize() {
+            if !self.is_user_path(&real) {
+                return Err(StoreError::Escape);
+            }
+        }
+        Ok(path)
     }
 }
 
 /// A version id derived from the file itself: modification time (ns) and size. Writes through
 /// wopigate move the modification time strictly forward, so ids never repeat.
 pub fn version_of(meta: &std::fs::Metadata) -> String {
-    let nanos = meta
-        .modified()
-        .ok()
-        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-        .map(|d| d.as_nanos())
-        .unwrap_or(0);
-    format!("{:x}-{:x}", nanos, meta.len())
+    format!("{:x}-{:x}", nanos(meta.modified().unwrap_or(UNIX_EPOCH)), meta.len())
+}
+
+fn nanos(t: SystemTime) -> u128 {
+    t.duration_since(UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0)
 }
 
 fn file_meta(meta: &std::fs::Metadata) -> FileMeta {
@@ -80,10 +157,23 @@ async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, StoreError> +
         .map_err(|e| StoreError::Io(std::io::Error::other(e.to_string())))?
 }
 
+/// Holds an exclusive advisory lock on `path` (created if needed) while `f` runs: mutual
+/// exclusion across threads and processes sharing the data directory.
+fn with_flock<T>(path: &Path, f: impl FnOnce() -> Result<T, StoreError>) -> Result<T, StoreError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let file = OpenOptions::new().create(true).truncate(false).write(true).open(path)?;
+    file.lock()?;
+    let result = f();
+    let _ = file.unlock();
+    result
+}
+
 /// Writes `data` to a fresh temporary file in `tmp_dir`, flushed to disk.
 fn write_temp(tmp_dir: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
     let tmp = tmp_dir.join(Uuid::new_v4().simple().to_string());
-    let mut file = std::fs::OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+    let mut file = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
     let result = file.write_all(data).and_then(|_| file.sync_all());
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
@@ -92,20 +182,98 @@ fn write_temp(tmp_dir: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
     Ok(tmp)
 }
 
+/// Renames into place and flushes the folder entry, so a crash keeps old or new, whole.
+fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
+    std::fs::rename(from, to)?;
+    if let Some(parent) = to.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
+/// A temp file left by a crashed upload is garbage after a day.
+fn remove_stale_temp_files(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
+    for entry in entries.flatten() {
+        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < cutoff).unwrap_or(false);
+        if old {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// Keeps the current content of `path` as past version `version` of `history` (a hard link:
+/// no copy, and the name appears complete), then drops the oldest beyond `keep`.
+fn keep_version(paths: &Paths, history: &str, path: &Path, version: &str) -> Result<(), StoreError> {
+    check_object_name(history)?;
+    let dir = paths.versions(history);
+    std::fs::create_dir_all(&dir)?;
+    match std::fs::hard_link(path, dir.join(version)) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(e.into()),
+    }
+    let mut kept: Vec<(u128, PathBuf)> = std::fs::read_dir(&dir)?
+        .flatten()
+        .filter_map(|e| Some((nanos(e.metadata().ok()?.modified().ok()?), e.path())))
+        .collect();
+    if kept.len() > paths.keep_versions {
+        kept.sort();
+        for (_, old) in &kept[..kept.len() - paths.keep_versions] {
+            let _ = std::fs::remove_file(old);
+        }
+    }
+    Ok(())
+}
+
+struct LocalUpload {
+    file: tokio::fs::File,
+    path: PathBuf,
+    written: u64,
+    limit: u64,
+}
+
+#[async_trait]
+impl Upload for LocalUpload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.limit {
+            return Err(StoreError::TooLarge(self.limit));
+        }
+        self.file.write_all(&chunk).await?;
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Staged, StoreError> {
+        let result = async {
+            self.file.flush().await?;
+            self.file.sync_all().await
+        }
+        .await;
+        if let Err(e) = result {
+            let _ = tokio::fs::remove_file(&self.path).await;
+            return Err(e.into());
+        }
+        let handle = self.path.file_name().and_then(|n| n.to_str()).unwrap_or_default().to_string();
+        Ok(Staged { handle, size: self.written })
+    }
+
+    async fn abort(self: Box<Self>) {
+        drop(self.file);
+        let _ = tokio::fs::remove_file(&self.path).await;
+    }
+}
+
 #[async_trait]
 impl Store for LocalStore {
     async fn stat(&self, key: &FileKey) -> Result<Option<Entry>, StoreError> {
-        let path = self.file_path(key);
-        let root = self.root.clone();
-        let internal = self.internal();
+        let paths = self.paths();
+        let key = key.clone();
         blocking(move || {
-            // Symlinks are followed, then the real location must still be a user file.
-            let Some(real) = not_found_is_none(path.canonicalize())? else {
+            let Some(real) = paths.existing(&key)? else {
                 return Ok(None);
             };
-            if !real.starts_with(&root) || real.starts_with(&internal) {
-                return Err(StoreError::Escape);
-            }
             let Some(meta) = not_found_is_none(std::fs::metadata(&real))? else {
                 return Ok(None);
             };
@@ -117,37 +285,193 @@ impl Store for LocalStore {
     async fn stat_past_version(&self, history: &str, version: &str) -> Result<Option<FileMeta>, StoreError> {
         check_object_name(history)?;
         check_object_name(version)?;
-        let path = self.internal().join("versions").join(history).join(version);
+        let path = self.paths().versions(history).join(version);
+        let version = version.to_string();
         blocking(move || {
             let Some(meta) = not_found_is_none(std::fs::metadata(&path))? else {
                 return Ok(None);
             };
-            // Past versions are named by the version they were; their own mtime is when the
-            // copy was made, so only size and modification time come from the file.
-            let mut fm = file_meta(&meta);
-            fm.version = version_from_name(&path).unwrap_or(fm.version);
-            Ok(Some(fm))
+            // A past version is a hard link to the content as it was: same size and mtime.
+            Ok(Some(FileMeta { version, ..file_meta(&meta) }))
+        })
+        .await
+    }
+
+    async fn read(
+        &self,
+        key: &FileKey,
+        history: &str,
+        version: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<Download>, StoreError> {
+        let paths = self.paths();
+        let key = key.clone();
+        let past = match version {
+            Some(v) => {
+                check_object_name(history)?;
+                check_object_name(v)?;
+                Some((paths.versions(history).join(v), v.to_string()))
+            }
+            None => None,
+        };
+        let opened = blocking(move || {
+            let (path, version) = match past {
+                Some((path, version)) => (path, Some(version)),
+                None => match paths.existing(&key)? {
+                    Some(path) => (path, None),
+                    None => return Ok(None),
+                },
+            };
+            let Some(mut file) = not_found_is_none(File::open(&path))? else {
+                return Ok(None);
+            };
+            // Metadata of the opened file itself: consistent with the bytes we stream even if
+            // a commit replaces the name meanwhile.
+            let meta = file.metadata()?;
+            if meta.is_dir() {
+                return Ok(None);
+            }
+            let mut file_meta = file_meta(&meta);
+            if let Some(v) = version {
+                file_meta.version = v;
+            }
+            let length = match range {
+                Some((start, end)) => {
+                    file.seek(SeekFrom::Start(start))?;
+                    end - start + 1
+                }
+                None => meta.len(),
+            };
+            Ok(Some((file, file_meta, length)))
+        })
+        .await?;
+        let Some((file, meta, length)) = opened else {
+            return Ok(None);
+        };
+        let reader = tokio::fs::File::from_std(file).take(length);
+        let stream = ReaderStream::with_capacity(reader, READ_CHUNK).boxed();
+        Ok(Some(Download { meta, stream }))
+    }
+
+    async fn begin_upload(&self, limit: u64) -> Result<Box<dyn Upload>, StoreError> {
+        let path = self.paths().tmp().join(Uuid::new_v4().simple().to_string());
+        let file = tokio::fs::OpenOptions::new().write(true).create_new(true).open(&path).await?;
+        Ok(Box::new(LocalUpload { file, path, written: 0, limit }))
+    }
+
+    async fn commit(
+        &self,
+        staged: Staged,
+        key: &FileKey,
+        history: &str,
+        precondition: Precondition,
+    ) -> Result<FileMeta, StoreError> {
+        check_object_name(history)?;
+        check_object_name(&staged.handle)?;
+        let paths = self.paths();
+        let key = key.clone();
+        let history = history.to_string();
+        let temp = paths.tmp().join(&staged.handle);
+        let cleanup = temp.clone();
+        let result = blocking(move || {
+            with_flock(&paths.lock_file(&format!("{history}.content")), || {
+                let target = paths.writable(&key)?;
+                let current = not_found_is_none(std::fs::metadata(&target))?;
+                if current.as_ref().is_some_and(|m| m.is_dir()) {
+                    return Err(StoreError::Conflict);
+                }
+                let holds = match (&precondition, &current) {
+                    (Precondition::Version(v), Some(m)) => &version_of(m) == v,
+                    (Precondition::Version(_), None) => return Err(StoreError::NotFound),
+                    (Precondition::Absent, existing) => existing.is_none(),
+                    (Precondition::Any, _) => true,
+                };
+                if !holds {
+                    return Err(StoreError::Conflict);
+                }
+                let mut modified = SystemTime::now();
+                if let Some(old) = &current {
+                    keep_version(&paths, &history, &target, &version_of(old))?;
+                    // Strictly after the old time, even within the clock's granularity.
+                    let floor = old.modified()? + Duration::from_micros(1);
+                    modified = modified.max(floor);
+                }
+                OpenOptions::new().write(true).open(&temp)?.set_modified(modified)?;
+                rename_durable(&temp, &target)?;
+                Ok(file_meta(&std::fs::metadata(&target)?))
+            })
+        })
+        .await;
+        if result.is_err() {
+            let _ = tokio::fs::remove_file(cleanup).await;
+        }
+        result
+    }
+
+    async fn discard(&self, staged: Staged) {
+        if check_object_name(&staged.handle).is_ok() {
+            let _ = tokio::fs::remove_file(self.paths().tmp().join(staged.handle)).await;
+        }
+    }
+
+    async fn rename(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+        let paths = self.paths();
+        let (from, to) = (from.clone(), to.clone());
+        blocking(move || {
+            let source = paths.existing(&from)?.ok_or(StoreError::NotFound)?;
+            let target = paths.writable(&to)?;
+            // link() refuses an existing target: a rename that never overwrites.
+            match std::fs::hard_link(&source, &target) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Conflict),
+                Err(e) => return Err(e.into()),
+            }
+            std::fs::remove_file(&source)?;
+            if let Some(parent) = target.parent() {
+                File::open(parent)?.sync_all()?;
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &FileKey, history: &str) -> Result<(), StoreError> {
+        check_object_name(history)?;
+        let paths = self.paths();
+        let key = key.clone();
+        let history = history.to_string();
+        blocking(move || {
+            with_flock(&paths.lock_file(&format!("{history}.content")), || {
+                let path = paths.existing(&key)?.ok_or(StoreError::NotFound)?;
+                let meta = std::fs::metadata(&path)?;
+                if meta.is_dir() {
+                    return Err(StoreError::NotFound);
+                }
+                keep_version(&paths, &history, &path, &version_of(&meta))?;
+                std::fs::remove_file(&path)?;
+                Ok(())
+            })
         })
         .await
     }
 
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_object_name(name)?;
-        let path = self.internal().join("objects").join(name);
+        let path = self.paths().object(name);
         blocking(move || not_found_is_none(std::fs::read(path))).await
     }
 
     async fn put_object(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
         check_object_name(name)?;
-        let path = self.internal().join("objects").join(name);
-        let tmp_dir = self.internal().join("tmp");
+        let paths = self.paths();
+        let path = paths.object(name);
         let data = data.to_vec();
         blocking(move || {
             if let Some(parent) = path.parent() {
                 std::fs::create_dir_all(parent)?;
             }
-            let tmp = write_temp(&tmp_dir, &data)?;
-            std::fs::rename(&tmp, &path).inspect_err(|_| {
+            let tmp = write_temp(&paths.tmp(), &data)?;
+            rename_durable(&tmp, &path).inspect_err(|_| {
                 let _ = std::fs::remove_file(&tmp);
             })?;
             Ok(())
@@ -157,8 +481,8 @@ impl Store for LocalStore {
 
     async fn create_object(&self, name: &str, data: &[u8]) -> Result<bool, StoreError> {
         check_object_name(name)?;
-        let path = self.internal().join("objects").join(name);
-        let tmp_dir = self.internal().join("tmp");
+        let paths = self.paths();
+        let path = paths.object(name);
         let data = data.to_vec();
         blocking(move || {
             if let Some(parent) = path.parent() {
@@ -166,7 +490,7 @@ impl Store for LocalStore {
             }
             // Written whole to a temp file, then hard-linked: the name appears complete or not
             // at all, and link() fails if it exists, across processes too.
-            let tmp = write_temp(&tmp_dir, &data)?;
+            let tmp = write_temp(&paths.tmp(), &data)?;
             let linked = std::fs::hard_link(&tmp, &path);
             let _ = std::fs::remove_file(&tmp);
             match linked {
@@ -180,18 +504,47 @@ impl Store for LocalStore {
 
     async fn delete_object(&self, name: &str) -> Result<(), StoreError> {
         check_object_name(name)?;
-        let path = self.internal().join("objects").join(name);
+        let path = self.paths().object(name);
         blocking(move || not_found_is_none(std::fs::remove_file(path)).map(|_| ())).await
     }
 
+    async fn swap_object(&self, name: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError> {
+        check_object_name(name)?;
+        let paths = self.paths();
+        let path = paths.object(name);
+        let lock = paths.lock_file(&name.replace('/', "_"));
+        let expected = expected.map(<[u8]>::to_vec);
+        let new = new.map(<[u8]>::to_vec);
+        blocking(move || {
+            with_flock(&lock, || {
+                let current = not_found_is_none(std::fs::read(&path))?;
+                if current != expected {
+                    return Ok(false);
+                }
+                match new {
+                    Some(data) => {
+                        if let Some(parent) = path.parent() {
+                            std::fs::create_dir_all(parent)?;
+                        }
+                        let tmp = write_temp(&paths.tmp(), &data)?;
+                        rename_durable(&tmp, &path).inspect_err(|_| {
+                            let _ = std::fs::remove_file(&tmp);
+                        })?;
+                    }
+                    None => {
+                        not_found_is_none(std::fs::remove_file(&path))?;
+                    }
+                }
+                Ok(true)
+            })
+        })
+        .await
+    }
+
     async fn ping(&self) -> Result<(), StoreError> {
-        let dir = self.internal();
+        let dir = self.internal.clone();
         blocking(move || std::fs::metadata(dir).map(|_| ()).map_err(Into::into)).await
     }
-}
-
-fn version_from_name(path: &Path) -> Option<String> {
-    path.file_name()?.to_str().map(str::to_string)
 }
 
 #[cfg(test)]
@@ -199,25 +552,67 @@ mod tests {
     use super::*;
     use crate::uri::RelPath;
 
+    fn key(path: &str) -> FileKey {
+        FileKey { owner: "u1".into(), path: RelPath::parse_plain(path).unwrap() }
+    }
+
+    async fn upload(store: &LocalStore, data: &[u8]) -> Staged {
+        let mut up = store.begin_upload(1 << 20).await.unwrap();
+        up.write(Bytes::copy_from_slice(data)).await.unwrap();
+        up.finish().await.unwrap()
+    }
+
     #[tokio::test]
     async fn symlink_out_of_root_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         let outside = tempfile::tempdir().unwrap();
         std::fs::write(outside.path().join("secret.docx"), b"x").unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path(), 5).unwrap();
         std::fs::create_dir_all(dir.path().join("u1")).unwrap();
         std::os::unix::fs::symlink(outside.path().join("secret.docx"), dir.path().join("u1/link.docx")).unwrap();
-        let key = FileKey { owner: "u1".into(), path: RelPath::parse_plain("link.docx").unwrap() };
-        assert!(matches!(store.stat(&key).await, Err(StoreError::Escape)));
+        assert!(matches!(store.stat(&key("link.docx")).await, Err(StoreError::Escape)));
+        let staged = upload(&store, b"new").await;
+        assert!(matches!(store.commit(staged, &key("link.docx"), "h", Precondition::Any).await, Err(StoreError::Escape)));
+        assert_eq!(std::fs::read(outside.path().join("secret.docx")).unwrap(), b"x");
     }
 
     #[tokio::test]
-    async fn create_object_is_exclusive() {
+    async fn commits_are_compare_and_set_and_keep_versions() {
         let dir = tempfile::tempdir().unwrap();
-        let store = LocalStore::open(dir.path()).unwrap();
+        let store = LocalStore::open(dir.path(), 2).unwrap();
+        let first = store.commit(upload(&store, b"one").await, &key("a.txt"), "h", Precondition::Absent).await.unwrap();
+        let again = store.commit(upload(&store, b"two").await, &key("a.txt"), "h", Precondition::Absent).await;
+        assert!(matches!(again, Err(StoreError::Conflict)));
+        let second =
+            store.commit(upload(&store, b"two").await, &key("a.txt"), "h", Precondition::Version(first.version.clone())).await.unwrap();
+        assert_ne!(first.version, second.version);
+        let stale = store.commit(upload(&store, b"3").await, &key("a.txt"), "h", Precondition::Version(first.version.clone())).await;
+        assert!(matches!(stale, Err(StoreError::Conflict)));
+        let past = store.stat_past_version("h", &first.version).await.unwrap().unwrap();
+        assert_eq!(past.size, 3);
+        // Same size, back to back: versions still differ.
+        let mut last = second;
+        for i in 0..5u8 {
+            let next = store.commit(upload(&store, &[i; 3]).await, &key("a.txt"), "h", Precondition::Any).await.unwrap();
+            assert_ne!(next.version, last.version);
+            last = next;
+        }
+        let kept = std::fs::read_dir(dir.path().join(".wopigate/versions/h")).unwrap().count();
+        assert_eq!(kept, 2, "only the configured number of past versions is kept");
+        assert_eq!(std::fs::read_dir(dir.path().join(".wopigate/tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn create_object_is_exclusive_and_swap_compares() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 2).unwrap();
         assert!(store.create_object("ids/a.json", b"1").await.unwrap());
         assert!(!store.create_object("ids/a.json", b"2").await.unwrap());
         assert_eq!(store.get_object("ids/a.json").await.unwrap().unwrap(), b"1");
         assert!(store.get_object("../x").await.is_err());
+        assert!(!store.swap_object("ids/a.json", Some(b"2"), Some(b"3")).await.unwrap());
+        assert!(store.swap_object("ids/a.json", Some(b"1"), Some(b"3")).await.unwrap());
+        assert!(store.swap_object("ids/a.json", Some(b"3"), None).await.unwrap());
+        assert!(store.swap_object("ids/a.json", None, Some(b"4")).await.unwrap());
     }
 }

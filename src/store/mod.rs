@@ -1,11 +1,15 @@
 //! The upstream store: user files, their past versions, and small metadata objects (share
-//! manifests, file-id records). One trait, a backend picked once at start-up.
+//! manifests, file-id records, locks, user info). One trait, a backend picked once at start-up.
 
 pub mod ids;
 pub mod local;
 
+use std::pin::Pin;
+
 use async_trait::async_trait;
+use bytes::Bytes;
 use chrono::{DateTime, Utc};
+use futures_util::Stream;
 
 use crate::uri::RelPath;
 
@@ -14,6 +18,13 @@ use crate::uri::RelPath;
 pub struct FileKey {
     pub owner: String,
     pub path: RelPath,
+}
+
+impl FileKey {
+    pub fn sibling(&self, name: &str) -> Result<FileKey, crate::uri::UriError> {
+        let path = self.path.parent().join(&RelPath::from_segments([name])?)?;
+        Ok(FileKey { owner: self.owner.clone(), path })
+    }
 }
 
 /// What the store knows of one version of a file.
@@ -31,14 +42,57 @@ pub enum Entry {
     Folder,
 }
 
+pub type ByteStream = Pin<Box<dyn Stream<Item = Result<Bytes, std::io::Error>> + Send>>;
+
+/// An open read: the version read, and its bytes (the requested range of them).
+pub struct Download {
+    pub meta: FileMeta,
+    pub stream: ByteStream,
+}
+
+/// What must hold for a staged upload to be committed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Precondition {
+    /// The current version is still this one (compare-and-set).
+    Version(String),
+    /// No file exists at the key (create).
+    Absent,
+    /// Whatever is there is replaced (its content still becomes a past version).
+    Any,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("path resolves outside the store root")]
     Escape,
     #[error("metadata object name '{0}' is not allowed")]
     BadObjectName(String),
+    #[error("upload exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("the file changed or exists: precondition failed")]
+    Conflict,
+    #[error("no such file")]
+    NotFound,
     #[error("store I/O failed: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// An upload being written. Bytes go to a temporary place; nothing is visible until `commit`.
+#[async_trait]
+pub trait Upload: Send {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError>;
+    /// Makes the upload durable (flushed); after this it can be committed.
+    async fn finish(self: Box<Self>) -> Result<Staged, StoreError>;
+    /// Throws the upload away (the client went away, a check failed).
+    async fn abort(self: Box<Self>);
+}
+
+/// A finished upload waiting to be committed (or discarded).
+#[derive(Debug)]
+pub struct Staged {
+    /// Backend-specific handle (the temporary file's name on the local store).
+    pub handle: String,
+    pub size: u64,
 }
 
 #[async_trait]
@@ -48,6 +102,37 @@ pub trait Store: Send + Sync + 'static {
 
     /// A past version kept for the file whose history is `history` (its file id).
     async fn stat_past_version(&self, history: &str, version: &str) -> Result<Option<FileMeta>, StoreError>;
+
+    /// Opens the current version (`version` = None) or a past one, optionally a byte range
+    /// `[start, end]` (inclusive, already checked against the size by the caller's `stat`).
+    async fn read(
+        &self,
+        key: &FileKey,
+        history: &str,
+        version: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<Download>, StoreError>;
+
+    /// Starts an upload of at most `limit` bytes.
+    async fn begin_upload(&self, limit: u64) -> Result<Box<dyn Upload>, StoreError>;
+
+    /// Puts a staged upload in place if `precondition` holds, atomically: readers see the old
+    /// content or the new, never a part. The replaced content stays as a past version.
+    async fn commit(
+        &self,
+        staged: Staged,
+        key: &FileKey,
+        history: &str,
+        precondition: Precondition,
+    ) -> Result<FileMeta, StoreError>;
+
+    async fn discard(&self, staged: Staged);
+
+    /// Renames a file; `Conflict` when the target exists.
+    async fn rename(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError>;
+
+    /// Deletes a file; its content is kept as a past version of `history`.
+    async fn delete(&self, key: &FileKey, history: &str) -> Result<(), StoreError>;
 
     /// A small metadata object (`shares/<id>.json`, `ids/<id>.json`, …).
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
@@ -59,6 +144,10 @@ pub trait Store: Send + Sync + 'static {
     async fn create_object(&self, name: &str, data: &[u8]) -> Result<bool, StoreError>;
 
     async fn delete_object(&self, name: &str) -> Result<(), StoreError>;
+
+    /// Compare-and-set on a metadata object: `expected` is the content it must still have
+    /// (`None`: must be absent); `new` replaces it (`None`: delete). `false` when it changed.
+    async fn swap_object(&self, name: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError>;
 
     /// Whether the backend answers at all (readiness).
     async fn ping(&self) -> Result<(), StoreError>;

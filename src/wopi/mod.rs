@@ -1,0 +1,728 @@
+//! The WOPI host operations, one function each, on a request already authorised by its token.
+//! HTTP details (headers in, status codes out) stay in `http::wopi`.
+
+pub mod names;
+
+use bytes::Bytes;
+use chrono::{DateTime, Utc};
+use futures_util::{Stream, StreamExt};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+
+use crate::auth::Caller;
+use crate::discovery::action_url::encode_component;
+use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
+use crate::policy::{self, PolicyError};
+use crate::proof::{self, ProofCheck, ProofHeaders};
+use crate::session::AppState;
+use crate::store::{ids, ByteStream, Entry, FileKey, FileMeta, Precondition, StoreError};
+use crate::token::{AccessClaims, Action, Grant};
+use crate::uri::{CanonicalUri, FileUri, RelPath};
+
+#[derive(Debug, thiserror::Error)]
+pub enum WopiError {
+    #[error("access token rejected: {0}")]
+    Unauthorized(String),
+    #[error("file not found")]
+    NotFound,
+    #[error("lock mismatch")]
+    LockConflict { current: String, reason: &'static str },
+    #[error("a file with that name exists")]
+    TargetExists { valid: Option<String> },
+    #[error("the document changed since the client loaded it")]
+    DocumentChanged,
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("invalid file name: {0}")]
+    InvalidFileName(String),
+    #[error("invalid relative target: {reason}")]
+    InvalidTarget { reason: String, valid: Option<String> },
+    #[error("file is larger than X-WOPI-MaxExpectedSize")]
+    LargerThanExpected,
+    #[error("upload exceeds the limit of {0} bytes")]
+    TooLarge(u64),
+    #[error("range not satisfiable")]
+    RangeNotSatisfiable { size: u64 },
+    #[error("not implemented: {0}")]
+    NotImplemented(String),
+    #[error("proof check failed: {0}")]
+    Proof(String),
+    #[error("the upload did not arrive whole")]
+    Interrupted,
+    #[error("store failure: {0}")]
+    Store(StoreError),
+    #[error("could not issue an access token")]
+    Token,
+}
+
+impl From<StoreError> for WopiError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::NotFound => WopiError::NotFound,
+            StoreError::TooLarge(limit) => WopiError::TooLarge(limit),
+            other => WopiError::Store(other),
+        }
+    }
+}
+
+/// An authorised request: the token's claims and the file they name.
+pub struct FileSession {
+    pub token: String,
+    pub claims: AccessClaims,
+    pub key: FileKey,
+}
+
+impl FileSession {
+    fn can_write(&self) -> bool {
+        self.claims.act == Action::Edit && self.claims.ver.is_empty()
+    }
+
+    fn require_write(&self) -> Result<(), WopiError> {
+        if self.can_write() {
+            Ok(())
+        } else {
+            Err(WopiError::Unauthorized("this access token does not allow changes".into()))
+        }
+    }
+}
+
+/// The URL a client called, as it signed it: public base + the raw path and query.
+pub struct CalledUrl<'a> {
+    pub path_and_query: &'a str,
+}
+
+/// Verifies the token (signature, expiry, audience), that it is for `file_id`, and the proof
+/// headers when the token's viewer publishes proof keys.
+pub async fn authorize(
+    app: &AppState,
+    file_id: Option<&str>,
+    token: Option<&str>,
+    called: &CalledUrl<'_>,
+    proof: &ProofHeaders<'_>,
+) -> Result<(String, AccessClaims), WopiError> {
+    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| WopiError::Unauthorized("no access_token".into()))?;
+    let claims = app.tokens.verify(token).map_err(|e| WopiError::Unauthorized(e.to_string()))?;
+    if let Some(file_id) = file_id {
+        if claims.fid != file_id {
+            return Err(WopiError::Unauthorized("the access token belongs to another file".into()));
+        }
+    }
+    check_proof(app, &claims, token, called, proof).await?;
+    Ok((token.to_string(), claims))
+}
+
+/// Resolves the file a token names (by id, so renames keep working).
+pub async fn open(app: &AppState, token: String, claims: AccessClaims) -> Result<FileSession, WopiError> {
+    let key = ids::resolve(app.store.as_ref(), &claims.fid).await?.ok_or(WopiError::NotFound)?;
+    Ok(FileSession { token, claims, key })
+}
+
+async fn check_proof(
+    app: &AppState,
+    claims: &AccessClaims,
+    token: &str,
+    called: &CalledUrl<'_>,
+    headers: &ProofHeaders<'_>,
+) -> Result<(), WopiError> {
+    let viewer = app
+        .viewers
+        .config(claims.vid)
+        .ok_or_else(|| WopiError::Unauthorized("the token's viewer is no longer configured".into()))?;
+    if !viewer.verify_proof {
+        return Ok(());
+    }
+    let doc = app
+        .viewers
+        .discovery(viewer.id)
+        .await
+        .map_err(|e| WopiError::Proof(format!("cannot load proof keys: {e}")))?;
+    let Some(keys) = doc.proof_key.clone() else {
+        return Ok(());
+    };
+    let base = viewer.public_url.as_deref().unwrap_or(&app.config.public_url);
+    let url = format!("{base}{}", called.path_and_query);
+    let now = proof::ticks_from_unix_millis(app.clock.now().timestamp_millis());
+    match proof::verify(&keys, token, &url, headers, now) {
+        ProofCheck::Valid => Ok(()),
+        ProofCheck::ValidRotating => {
+            // Keys are rotating: pick up the new ones in the background.
+            let viewers = app.viewers.clone();
+            let id = viewer.id;
+            tokio::spawn(async move {
+                let _ = viewers.refresh(id).await;
+            });
+            Ok(())
+        }
+        ProofCheck::Invalid(reason) => {
+            // The client may have rotated keys since we fetched discovery: refetch once.
+            let fresh = app.viewers.refresh(viewer.id).await.ok().and_then(|d| d.proof_key.clone());
+            match fresh {
+                Some(fresh) if fresh != keys => match proof::verify(&fresh, token, &url, headers, now) {
+                    ProofCheck::Valid | ProofCheck::ValidRotating => Ok(()),
+                    ProofCheck::Invalid(reason) => Err(WopiError::Proof(reason.into())),
+                },
+                _ => Err(WopiError::Proof(reason.into())),
+            }
+        }
+    }
+}
+
+/// WOPI's `LastModifiedTime`: UTC, ISO 8601 with 100 ns precision (.NET round-trip format).
+pub fn wopi_time(t: DateTime<Utc>) -> String {
+    format!("{}.{:07}Z", t.format("%Y-%m-%dT%H:%M:%S"), t.timestamp_subsec_nanos() / 100)
+}
+
+fn same_instant(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
+    a.timestamp() == b.timestamp() && a.timestamp_subsec_nanos() / 100 == b.timestamp_subsec_nanos() / 100
+}
+
+async fn current_meta(app: &AppState, key: &FileKey) -> Result<FileMeta, WopiError> {
+    match app.store.stat(key).await? {
+        Some(Entry::File(meta)) => Ok(meta),
+        _ => Err(WopiError::NotFound),
+    }
+}
+
+/// The version the session reads: current, or the past one it was opened on.
+async fn session_meta(app: &AppState, s: &FileSession) -> Result<FileMeta, WopiError> {
+    if s.claims.ver.is_empty() {
+        current_meta(app, &s.key).await
+    } else {
+        app.store.stat_past_version(&s.claims.fid, &s.claims.ver).await?.ok_or(WopiError::NotFound)
+    }
+}
+
+fn wopi_base<'a>(app: &'a AppState, claims: &AccessClaims) -> &'a str {
+    app.viewers
+        .config(claims.vid)
+        .and_then(|v| v.public_url.as_deref())
+        .unwrap_or(&app.config.public_url)
+}
+
+fn host_page(app: &AppState, file_id: &str, action: &str) -> Option<String> {
+    app.config.host_page_url.as_ref().map(|t| t.replace("{file_id}", file_id).replace("{action}", action))
+}
+
+/// CheckFileInfo.
+pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Value, WopiError> {
+    let meta = session_meta(app, s).await?;
+    let name = s.key.path.file_name().unwrap_or_default().to_string();
+    let writable = s.can_write();
+    let user_info = app.store.get_object(&user_info_object(&s.claims.sub)).await?;
+    let mut info = Map::new();
+    let mut put = |k: &str, v: Value| {
+        info.insert(k.to_string(), v);
+    };
+    put("BaseFileName", json!(name));
+    put("OwnerId", json!(s.key.owner));
+    put("Size", json!(meta.size));
+    put("Version", json!(meta.version));
+    put("LastModifiedTime", json!(wopi_time(meta.modified)));
+    put("FileExtension", json!(names::split(&name).1));
+    put("FileNameMaxLength", json!(names::MAX_STEM_CHARS));
+    put("BreadcrumbDocName", json!(name));
+    put("UserId", json!(s.claims.sub));
+    put("UserFriendlyName", json!(s.claims.name));
+    put("IsAnonymousUser", json!(s.claims.anon));
+    put("UserCanWrite", json!(writable));
+    put("ReadOnly", json!(!writable));
+    put("UserCanRename", json!(writable));
+    put("UserCanNotWriteRelative", json!(!writable));
+    put("SupportsUpdate", json!(true));
+    put("SupportsLocks", json!(true));
+    put("SupportsGetLock", json!(true));
+    put("SupportsExtendedLockLength", json!(true));
+    put("SupportsRename", json!(true));
+    put("SupportsDeleteFile", json!(true));
+    put("SupportsUserInfo", json!(true));
+    put("SupportsGetFileWopiSrc", json!(true));
+    if let Some(raw) = user_info {
+        put("UserInfo", json!(String::from_utf8_lossy(&raw)));
+    }
+    if let Some(origin) = app.viewers.config(s.claims.vid).and_then(|v| v.post_message_origin.clone()) {
+        put("PostMessageOrigin", json!(origin));
+    }
+    if let Some(view) = host_page(app, &s.claims.fid, "view") {
+        put("HostViewUrl", json!(view));
+    }
+    if let Some(edit) = host_page(app, &s.claims.fid, "edit") {
+        put("HostEditUrl", json!(edit));
+    }
+    Ok(Value::Object(info))
+}
+
+/// A byte range `[start, end]` from a `Range: bytes=…` header; `None` = the whole file.
+pub fn parse_range(header: Option<&str>, size: u64) -> Result<Option<(u64, u64)>, WopiError> {
+    let Some(spec) = header.and_then(|h| h.trim().strip_prefix("bytes=")) else {
+        return Ok(None);
+    };
+    // Several ranges: serve the whole file (allowed by RFC 9110).
+    if spec.contains(',') {
+        return Ok(None);
+    }
+    let unsatisfiable = WopiError::RangeNotSatisfiable { size };
+    let (first, last) = spec.split_once('-').ok_or(WopiError::RangeNotSatisfiable { size })?;
+    let (start, end) = match (first.trim(), last.trim()) {
+        ("", suffix) => {
+            let n: u64 = suffix.parse().map_err(|_| WopiError::RangeNotSatisfiable { size })?;
+            if n == 0 || size == 0 {
+                return Err(unsatisfiable);
+            }
+            (size.saturating_sub(n), size - 1)
+        }
+        (a, "") => (a.parse().map_err(|_| WopiError::RangeNotSatisfiable { size })?, size.saturating_sub(1)),
+        (a, b) => {
+            let a: u64 = a.parse().map_err(|_| WopiError::RangeNotSatisfiable { size })?;
+            let b: u64 = b.parse().map_err(|_| WopiError::RangeNotSatisfiable { size })?;
+            (a, b.min(size.saturating_sub(1)))
+        }
+    };
+    if start >= size || start > end {
+        return Err(unsatisfiable);
+    }
+    Ok(Some((start, end)))
+}
+
+pub struct FileContent {
+    pub meta: FileMeta,
+    pub range: Option<(u64, u64)>,
+    pub stream: ByteStream,
+}
+
+/// GetFile.
+pub async fn get_file(
+    app: &AppState,
+    s: &FileSession,
+    max_expected: Option<&str>,
+    range: Option<&str>,
+) -> Result<FileContent, WopiError> {
+    let meta = session_meta(app, s).await?;
+    // Absent: the largest 32-bit signed integer, as the WOPI docs say.
+    let max: u64 = match max_expected {
+        Some(v) => v.trim().parse().map_err(|_| WopiError::BadRequest("X-WOPI-MaxExpectedSize is not a number".into()))?,
+        None => i32::MAX as u64,
+    };
+    if meta.size > max {
+        return Err(WopiError::LargerThanExpected);
+    }
+    let range = parse_range(range, meta.size)?;
+    let version = (!s.claims.ver.is_empty()).then_some(s.claims.ver.as_str());
+    let download = app.store.read(&s.key, &s.claims.fid, version, range).await?.ok_or(WopiError::NotFound)?;
+    // The file may have changed between stat and open: the opened version is what counts.
+    let range = match range {
+        Some((start, end)) if end < download.meta.size => Some((start, end)),
+        Some(_) => return Err(WopiError::RangeNotSatisfiable { size: download.meta.size }),
+        None => None,
+    };
+    Ok(FileContent { meta: download.meta, range, stream: download.stream })
+}
+
+/// What PutFile received besides the body.
+pub struct PutFileRequest<'a> {
+    pub lock: Option<&'a str>,
+    /// `X-COOL-WOPI-Timestamp` / `X-LOOL-WOPI-Timestamp`.
+    pub cool_timestamp: Option<&'a str>,
+    pub content_length: Option<u64>,
+}
+
+/// The WOPI rule for writing a file's content: locked → the lock must match; unlocked → only a
+/// zero-byte file may be written.
+async fn check_write_lock(app: &AppState, s: &FileSession, lock: Option<&str>, size: u64) -> Result<(), WopiError> {
+    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+    if current.is_empty() {
+        if size == 0 {
+            return Ok(());
+        }
+        return Err(WopiError::LockConflict { current, reason: "the file is not locked and not empty" });
+    }
+    if lock.is_some_and(|l| l.as_bytes() == current.as_bytes()) {
+        Ok(())
+    } else {
+        Err(WopiError::LockConflict { current, reason: "the file is locked with another lock id" })
+    }
+}
+
+/// Streams a request body into a staged upload; nothing is visible until committed.
+async fn stage<S, E>(app: &AppState, body: S) -> Result<crate::store::Staged, WopiError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    let limit = app.config.max_upload_size;
+    let mut upload = app.store.begin_upload(limit).await?;
+    let mut body = std::pin::pin!(body);
+    while let Some(chunk) = body.next().await {
+        let result = match chunk {
+            Ok(bytes) => upload.write(bytes).await.map_err(WopiError::from),
+            Err(e) => {
+                tracing::info!(error = %e, "upload interrupted");
+                Err(WopiError::Interrupted)
+            }
+        };
+        if let Err(e) = result {
+            upload.abort().await;
+            return Err(e);
+        }
+    }
+    Ok(upload.finish().await?)
+}
+
+/// PutFile.
+pub async fn put_file<S, E>(app: &AppState, s: &FileSession, request: PutFileRequest<'_>, body: S) -> Result<FileMeta, WopiError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    s.require_write()?;
+    let meta = current_meta(app, &s.key).await?;
+    check_write_lock(app, s, request.lock, meta.size).await?;
+    if let Some(stamp) = request.cool_timestamp.filter(|t| !t.trim().is_empty()) {
+        let claimed = DateTime::parse_from_rfc3339(stamp.trim())
+            .map_err(|_| WopiError::BadRequest("X-COOL-WOPI-Timestamp is not an ISO 8601 time".into()))?;
+        if !same_instant(claimed.with_timezone(&Utc), meta.modified) {
+            return Err(WopiError::DocumentChanged);
+        }
+    }
+    if request.content_length.is_some_and(|n| n > app.config.max_upload_size) {
+        return Err(WopiError::TooLarge(app.config.max_upload_size));
+    }
+    let staged = stage(app, body).await?;
+    // The lock may have changed while the body streamed in; the content is written only if
+    // nobody else wrote meanwhile (compare-and-set on the version read above).
+    if let Err(e) = check_write_lock(app, s, request.lock, meta.size).await {
+        app.store.discard(staged).await;
+        return Err(e);
+    }
+    match app.store.commit(staged, &s.key, &s.claims.fid, Precondition::Version(meta.version)).await {
+        Ok(meta) => Ok(meta),
+        Err(StoreError::Conflict) => {
+            let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+            Err(WopiError::LockConflict { current, reason: "the file changed while uploading" })
+        }
+        Err(e) => Err(e.into()),
+    }
+}
+
+/// Lock, GetLock, RefreshLock, Unlock, UnlockAndRelock. Returns the outcome and the file's
+/// current version (for `X-WOPI-ItemVersion`).
+pub async fn lock(app: &AppState, s: &FileSession, op: LockOp<'_>) -> Result<(LockOutcome, String), WopiError> {
+    let ids: Vec<&str> = match op {
+        LockOp::Get => vec![],
+        LockOp::Lock(id) | LockOp::Refresh(id) | LockOp::Unlock(id) => vec![id],
+        LockOp::UnlockAndRelock { old, new } => vec![old, new],
+    };
+    for id in &ids {
+        if id.is_empty() {
+            return Err(WopiError::BadRequest("X-WOPI-Lock is missing or empty".into()));
+        }
+        if id.len() > MAX_LOCK_ID {
+            return Err(WopiError::BadRequest(format!("lock ids are at most {MAX_LOCK_ID} bytes")));
+        }
+    }
+    if op != LockOp::Get {
+        s.require_write()?;
+    }
+    let meta = current_meta(app, &s.key).await?;
+    let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
+    Ok((outcome, meta.version))
+}
+
+/// What PutRelativeFile received besides the body.
+pub struct RelativeRequest<'a> {
+    pub suggested: Option<&'a str>,
+    pub relative: Option<&'a str>,
+    pub overwrite: Option<&'a str>,
+    pub size: Option<&'a str>,
+}
+
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NewFile {
+    pub name: String,
+    pub url: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_view_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub host_edit_url: Option<String>,
+}
+
+fn header_name(value: &str, header: &str) -> Result<String, WopiError> {
+    crate::utf7::decode(value.trim()).ok_or_else(|| WopiError::BadRequest(format!("{header} is not valid UTF-7")))
+}
+
+/// Where files created from a session go: its `parent_uri`, else the file's own folder.
+async fn target_folder(app: &AppState, s: &FileSession) -> Result<(FileKey, String), WopiError> {
+    match &s.claims.par {
+        Some(parent) => {
+            let uri = FileUri::parse(parent).map_err(|_| WopiError::NotFound)?;
+            let key = policy::locate(app.store.as_ref(), &uri).await.map_err(policy_error)?;
+            Ok((key, parent.trim_end_matches('/').to_string()))
+        }
+        None => {
+            let parent = s.claims.uri.rsplit_once('/').map(|(p, _)| p).unwrap_or(&s.claims.uri).to_string();
+            Ok((FileKey { owner: s.key.owner.clone(), path: s.key.path.parent() }, parent))
+        }
+    }
+}
+
+fn policy_error(e: PolicyError) -> WopiError {
+    match e {
+        PolicyError::Store(e) => e.into(),
+        _ => WopiError::NotFound,
+    }
+}
+
+/// PutRelativeFile.
+pub async fn put_relative<S, E>(app: &AppState, s: &FileSession, request: RelativeRequest<'_>, body: S) -> Result<NewFile, WopiError>
+where
+    S: Stream<Item = Result<Bytes, E>>,
+    E: std::fmt::Display,
+{
+    if !s.can_write() {
+        return Err(WopiError::NotImplemented("this session may not create files (UserCanNotWriteRelative)".into()));
+    }
+    let (folder, folder_uri) = target_folder(app, s).await?;
+    let overwrite = request.overwrite.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    if let Some(size) = request.size.and_then(|v| v.trim().parse::<u64>().ok()) {
+        if size > app.config.max_upload_size {
+            return Err(WopiError::TooLarge(app.config.max_upload_size));
+        }
+    }
+    let current_name = s.key.path.file_name().unwrap_or_default();
+    let (name, precondition) = match (request.suggested, request.relative) {
+        (Some(_), Some(_)) => {
+            return Err(WopiError::BadRequest("send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both".into()))
+        }
+        (None, None) => return Err(WopiError::BadRequest("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required".into())),
+        (Some(suggested), None) => {
+            // Suggested mode: never 400 or 409; adjust the name until it is legal and free.
+            let suggested = header_name(suggested, "X-WOPI-SuggestedTarget")?;
+            let wanted = if suggested.starts_with('.') {
+                format!("{}{}", names::split(current_name).0, suggested)
+            } else {
+                suggested
+            };
+            let legal = names::legalize(&wanted)
+                .or_else(|| names::legalize(&format!("Untitled{}", names::split(&wanted).1)))
+                .unwrap_or_else(|| "Untitled".into());
+            (free_name(app, &folder, &legal).await?, Precondition::Absent)
+        }
+        (None, Some(relative)) => {
+            let relative = header_name(relative, "X-WOPI-RelativeTarget")?;
+            if let Err(e) = names::check(&relative) {
+                let valid = match names::legalize(&relative) {
+                    Some(legal) => Some(free_name(app, &folder, &legal).await?),
+                    None => None,
+                };
+                return Err(WopiError::InvalidTarget { reason: e.to_string(), valid });
+            }
+            let target = child(&folder, &relative)?;
+            match app.store.stat(&target).await? {
+                Some(Entry::Folder) => {
+                    return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &relative).await?) })
+                }
+                Some(Entry::File(_)) if !overwrite => {
+                    return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &relative).await?) })
+                }
+                Some(Entry::File(_)) => {
+                    let target_id = ids::file_id(app.store.as_ref(), &target).await?;
+                    let held = app.locks.current(&target_id, app.clock.now()).await?;
+                    if !held.is_empty() {
+                        return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
+                    }
+                    (relative, Precondition::Any)
+                }
+                None => (relative, Precondition::Absent),
+            }
+        }
+    };
+    let staged = stage(app, body).await?;
+    let target = child(&folder, &name)?;
+    let new_id = ids::file_id(app.store.as_ref(), &target).await?;
+    match app.store.commit(staged, &target, &new_id, precondition).await {
+        Ok(_) => {}
+        Err(StoreError::Conflict) => {
+            return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &name).await?) })
+        }
+        Err(e) => return Err(e.into()),
+    }
+    let uri = format!("{folder_uri}/{}", RelPath::from_segments([name.as_str()]).map(|p| p.encoded()).unwrap_or_default());
+    let (token, _) = mint_for(app, &s.claims, new_id.clone(), uri, Action::Edit)?;
+    Ok(NewFile {
+        url: format!("{}/wopi/files/{new_id}?access_token={}", wopi_base(app, &s.claims), encode_component(&token)),
+        host_view_url: host_page(app, &new_id, "view"),
+        host_edit_url: host_page(app, &new_id, "edit"),
+        name,
+    })
+}
+
+fn child(folder: &FileKey, name: &str) -> Result<FileKey, WopiError> {
+    let segment = RelPath::from_segments([name]).map_err(|e| WopiError::InvalidFileName(e.to_string()))?;
+    let path = folder.path.join(&segment).map_err(|e| WopiError::InvalidFileName(e.to_string()))?;
+    Ok(FileKey { owner: folder.owner.clone(), path })
+}
+
+/// The first of `name`, `name (1)`, … that is free in `folder`.
+async fn free_name(app: &AppState, folder: &FileKey, name: &str) -> Result<String, WopiError> {
+    for candidate in names::candidates(name) {
+        if app.store.stat(&child(folder, &candidate)?).await?.is_none() {
+            return Ok(candidate);
+        }
+    }
+    Err(WopiError::TargetExists { valid: None })
+}
+
+/// A token for another file, minted from a presented one: same user and viewer, expiring no
+/// later than the presented token (no token trading).
+fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, uri: String, act: Action) -> Result<(String, AccessClaims), WopiError> {
+    let grant = Grant {
+        sid: claims.sid,
+        sub: claims.sub.clone(),
+        name: claims.name.clone(),
+        anon: claims.anon,
+        uri,
+        fid,
+        ver: String::new(),
+        act,
+        vid: claims.vid,
+        par: claims.par.clone(),
+    };
+    app.tokens.mint(grant, app.clock.now().timestamp(), Some(claims.exp)).map_err(|_| WopiError::Token)
+}
+
+/// RenameFile: `requested` is the new name without extension (UTF-7); returns the name used.
+pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, requested: Option<&str>) -> Result<String, WopiError> {
+    s.require_write()?;
+    let requested = requested.ok_or_else(|| WopiError::BadRequest("X-WOPI-RequestedName is required".into()))?;
+    let requested = header_name(requested, "X-WOPI-RequestedName")?;
+    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+    if !current.is_empty() && lock.is_none_or(|l| l.as_bytes() != current.as_bytes()) {
+        return Err(WopiError::LockConflict { current, reason: "the file is locked with another lock id" });
+    }
+    let old_name = s.key.path.file_name().unwrap_or_default();
+    let ext = names::split(old_name).1;
+    let wanted = format!("{requested}{ext}");
+    if let Err(e) = names::check(&wanted) {
+        if names::legalize(&wanted).is_none() || matches!(e, names::NameError::Empty) {
+            return Err(WopiError::InvalidFileName(e.to_string()));
+        }
+    }
+    let legal = names::legalize(&wanted).ok_or_else(|| WopiError::InvalidFileName("no usable name".into()))?;
+    if legal == old_name {
+        return Ok(names::split(&legal).0.to_string());
+    }
+    let folder = FileKey { owner: s.key.owner.clone(), path: s.key.path.parent() };
+    for candidate in names::candidates(&legal) {
+        let target = child(&folder, &candidate)?;
+        match app.store.rename(&s.key, &target).await {
+            Ok(()) => {
+                ids::moved(app.store.as_ref(), &s.claims.fid, &s.key, &target).await?;
+                return Ok(names::split(&candidate).0.to_string());
+            }
+            Err(StoreError::Conflict) => continue,
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(WopiError::InvalidFileName("no free name".into()))
+}
+
+/// DeleteFile.
+pub async fn delete(app: &AppState, s: &FileSession) -> Result<(), WopiError> {
+    s.require_write()?;
+    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+    if !current.is_empty() {
+        return Err(WopiError::LockConflict { current, reason: "the file is locked" });
+    }
+    app.store.delete(&s.key, &s.claims.fid).await?;
+    ids::forget(app.store.as_ref(), &s.claims.fid, &s.key).await?;
+    app.locks.remove(&s.claims.fid).await?;
+    Ok(())
+}
+
+fn user_info_object(user: &str) -> String {
+    format!("userinfo/{user}.txt")
+}
+
+/// PutUserInfo: kept per user, returned as `UserInfo` by CheckFileInfo.
+pub async fn put_user_info(app: &AppState, s: &FileSession, body: &[u8]) -> Result<(), WopiError> {
+    if body.len() > 1024 {
+        return Err(WopiError::BadRequest("UserInfo is at most 1024 bytes".into()));
+    }
+    let text = std::str::from_utf8(body).map_err(|_| WopiError::BadRequest("UserInfo must be text".into()))?;
+    app.store.put_object(&user_info_object(&s.claims.sub), text.as_bytes()).await?;
+    Ok(())
+}
+
+/// CheckEcosystem.
+pub fn check_ecosystem() -> Value {
+    json!({"SupportsContainers": false})
+}
+
+/// GetFileWopiSrc: `native` names a file by its `cloudreve://` URI, its WOPISrc, or the host
+/// page URLs of CheckFileInfo. The new token is for the presenting user only, with no more
+/// rights than policy grants them, and expires no later than the presented token.
+pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Option<&str>) -> Result<String, WopiError> {
+    let native = native
+        .map(str::trim)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| WopiError::BadRequest("X-WOPI-HostNativeFileName is required".into()))?;
+    let store = app.store.as_ref();
+    let caller = if claims.anon {
+        Caller::Anonymous
+    } else {
+        Caller::User { id: claims.sub.clone(), name: claims.name.clone() }
+    };
+    let (file_id, uri, may_edit) = if native.len() > 12 && native[..12].eq_ignore_ascii_case("cloudreve://") {
+        let uri = FileUri::parse(native).map_err(|e| WopiError::BadRequest(format!("X-WOPI-HostNativeFileName: {e}")))?;
+        let access = policy::resolve(store, &caller, &uri, None, app.clock.now()).await.map_err(policy_error)?;
+        match store.stat(&access.key).await? {
+            Some(Entry::File(_)) => {}
+            _ => return Err(WopiError::NotFound),
+        }
+        (ids::file_id(store, &access.key).await?, access.canonical.to_string(), access.may_edit)
+    } else {
+        let file_id = file_id_from_url(app, claims, native).ok_or(WopiError::NotFound)?;
+        let key = ids::resolve(store, &file_id).await?.ok_or(WopiError::NotFound)?;
+        if file_id == claims.fid {
+            // The presented token's own file: the same rights, nothing more.
+            (file_id, claims.uri.clone(), claims.act == Action::Edit && claims.ver.is_empty())
+        } else if claims.sub == key.owner && !claims.anon {
+            let uri = CanonicalUri::My { owner: key.owner.clone(), path: key.path.clone() };
+            (file_id, uri.to_string(), true)
+        } else {
+            // Reached some other way (a share we cannot name from here): refuse.
+            return Err(WopiError::NotFound);
+        }
+    };
+    let act = if may_edit { Action::Edit } else { Action::View };
+    let (token, minted) = mint_for(app, claims, file_id.clone(), uri, act)?;
+    Ok(format!(
+        "{}/wopi/files/{file_id}?access_token={}&access_token_ttl={}",
+        wopi_base(app, claims),
+        encode_component(&token),
+        minted.expires_ms()
+    ))
+}
+
+/// The file id in one of our URLs: a WOPISrc (with or without query) or a host page URL.
+fn file_id_from_url(app: &AppState, claims: &AccessClaims, url: &str) -> Option<String> {
+    let without_query = url.split(['?', '#']).next().unwrap_or(url);
+    for base in [wopi_base(app, claims), app.config.public_url.as_str()] {
+        if let Some(id) = without_query.strip_prefix(&format!("{base}/wopi/files/")) {
+            return ids::is_file_id(id).then(|| id.to_string());
+        }
+    }
+    let template = app.config.host_page_url.as_ref()?;
+    for action in ["view", "edit"] {
+        let filled = template.replace("{action}", action);
+        let (prefix, suffix) = filled.split_once("{file_id}")?;
+        if let Some(rest) = url.strip_prefix(prefix) {
+            if let Some(id) = rest.strip_suffix(suffix) {
+                if ids::is_file_id(id) {
+                    return Some(id.to_string());
+                }
+            }
+        }
+    }
+    None
+}
