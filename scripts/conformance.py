@@ -95,7 +95,8 @@ def open_session(port: int) -> dict:
     return envelope["data"]
 
 
-def run(name: str, binary: str, validator: str, signed: bool) -> bool:
+def run(name: str, binary: str, validator: str, signed: bool) -> tuple:
+    """Returns (ok, passed, unexpected failures)."""
     with tempfile.TemporaryDirectory(prefix=f"wopigate-{name}-") as tmp:
         data = os.path.join(tmp, "data")
         os.makedirs(os.path.join(data, "validator"))
@@ -163,8 +164,9 @@ def run(name: str, binary: str, validator: str, signed: bool) -> bool:
             with open(log_path) as f:
                 tail = f.read()[-4000:]
             print("--- wopigate log (tail) ---\n" + tail, flush=True)
-        print(f"conformance run '{name}': {'ok' if ok else 'FAILED'}", flush=True)
-        return ok
+        passed = sum(1 for r in results if r["status"] == "Pass")
+        print(f"conformance run '{name}': {'ok' if ok else 'FAILED'} ({passed} tests passed)", flush=True)
+        return ok, passed, len(unexpected)
 
 
 def main() -> int:
@@ -173,8 +175,10 @@ def main() -> int:
     ap.add_argument("--binary", default=os.path.join(here, "..", "target", "debug", "wopigate"))
     ap.add_argument("--validator", default=os.path.join(here, "..", "..", "shared", "wopi-validator"))
     args = ap.parse_args()
-    ok = run("plain", args.binary, args.validator, signed=False)
-    ok = run("proof-keys", args.binary, args.validator, signed=True) and ok
+    runs = [run("plain", args.binary, args.validator, signed=False),
+            run("proof-keys", args.binary, args.validator, signed=True)]
+    ok = all(r[0] for r in runs)
+    print(f"conformance: {sum(r[1] for r in runs)} passed, {sum(r[2] for r in runs)} failed", flush=True)
     return 0 if ok else 1
 
 

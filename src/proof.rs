@@ -104,14 +104,9 @@ mod tests {
     /// Microsoft's published proof-key test vectors (samples/python/proof_keys/tests.py).
     const VECTORS: &str = include_str!("../tests/fixtures/proof-vectors.txt");
 
-    fn field<'a>(line: &'a str) -> (&'a str, &'a str) {
-        let (k, v) = line.split_once('=').unwrap();
-        (k.trim(), v.trim())
-    }
-
     fn keys() -> ProofKeys {
         let get = |name: &str| {
-            VECTORS.lines().find(|l| l.starts_with(&format!("{name}="))).map(|l| decode(field(l).1).unwrap()).unwrap()
+            VECTORS.lines().find(|l| l.starts_with(&format!("{name}="))).map(|l| decode(field_opt(l).1).unwrap()).unwrap()
         };
         ProofKeys {
             current: PublishedKey { modulus: get("modulus"), exponent: get("exponent") },

@@ -145,7 +145,8 @@ pub async fn create(
         vid: viewer.id,
         par: parent,
     };
-    let (access_token, claims) = app.tokens.mint(grant, now.timestamp(), None)?;
+    // Tokens live on system time: that is the time their verification (jsonwebtoken) uses.
+    let (access_token, claims) = app.tokens.mint(grant, chrono::Utc::now().timestamp(), None)?;
     Ok(ViewerSession {
         id: session_id,
         access_token,

@@ -107,10 +107,18 @@ impl Viewers {
         self.fetch(entry).await
     }
 
-    /// Fetches again even if a document is cached (proof keys rotate).
+    /// Fetches again even if a document is cached (proof keys rotate) — at most once per
+    /// retry interval, so requests with bad proofs cannot turn into a flood of fetches.
     pub async fn refresh(&self, id: Uuid) -> Result<Arc<Discovery>, DiscoveryError> {
         let entry = self.entry(id).ok_or(DiscoveryError::UnknownViewer(id))?;
         let _guard = entry.fetching.lock().await;
+        {
+            let state = entry.state.read().unwrap_or_else(|p| p.into_inner());
+            let recent = state.fetched_at.is_some_and(|at| at.elapsed() < self.retry);
+            if let (true, Some(doc)) = (recent, &state.document) {
+                return Ok(doc.clone());
+            }
+        }
         self.fetch(entry).await
     }
 

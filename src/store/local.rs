@@ -182,6 +182,18 @@ fn write_temp(tmp_dir: &Path, data: &[u8]) -> std::io::Result<PathBuf> {
     Ok(tmp)
 }
 
+/// Replaces `path` with `data` atomically (temp file, fsync, rename).
+fn replace_file(paths: &Paths, path: &Path, data: &[u8]) -> Result<(), StoreError> {
+    if let Some(parent) = path.parent() {
+        std::fs::create_dir_all(parent)?;
+    }
+    let tmp = write_temp(&paths.tmp(), data)?;
+    rename_durable(&tmp, path).inspect_err(|_| {
+        let _ = std::fs::remove_file(&tmp);
+    })?;
+    Ok(())
+}
+
 /// Renames into place and flushes the folder entry, so a crash keeps old or new, whole.
 fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     std::fs::rename(from, to)?;
@@ -466,17 +478,7 @@ impl Store for LocalStore {
         let paths = self.paths();
         let path = paths.object(name);
         let data = data.to_vec();
-        blocking(move || {
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent)?;
-            }
-            let tmp = write_temp(&paths.tmp(), &data)?;
-            rename_durable(&tmp, &path).inspect_err(|_| {
-                let _ = std::fs::remove_file(&tmp);
-            })?;
-            Ok(())
-        })
-        .await
+        blocking(move || replace_file(&paths, &path, &data)).await
     }
 
     async fn create_object(&self, name: &str, data: &[u8]) -> Result<bool, StoreError> {
@@ -522,15 +524,7 @@ impl Store for LocalStore {
                     return Ok(false);
                 }
                 match new {
-                    Some(data) => {
-                        if let Some(parent) = path.parent() {
-                            std::fs::create_dir_all(parent)?;
-                        }
-                        let tmp = write_temp(&paths.tmp(), &data)?;
-                        rename_durable(&tmp, &path).inspect_err(|_| {
-                            let _ = std::fs::remove_file(&tmp);
-                        })?;
-                    }
+                    Some(data) => replace_file(&paths, &path, &data)?,
                     None => {
                         not_found_is_none(std::fs::remove_file(&path))?;
                     }

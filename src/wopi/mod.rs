@@ -587,7 +587,8 @@ fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, uri: String, act
         vid: claims.vid,
         par: claims.par.clone(),
     };
-    app.tokens.mint(grant, app.clock.now().timestamp(), Some(claims.exp)).map_err(|_| WopiError::Token)
+    // System time, as for every token (see session::create).
+    app.tokens.mint(grant, Utc::now().timestamp(), Some(claims.exp)).map_err(|_| WopiError::Token)
 }
 
 /// RenameFile: `requested` is the new name without extension (UTF-7); returns the name used.
@@ -601,13 +602,15 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     }
     let old_name = s.key.path.file_name().unwrap_or_default();
     let ext = names::split(old_name).1;
-    let wanted = format!("{requested}{ext}");
-    if let Err(e) = names::check(&wanted) {
-        if names::legalize(&wanted).is_none() || matches!(e, names::NameError::Empty) {
-            return Err(WopiError::InvalidFileName(e.to_string()));
-        }
+    let stem = requested.trim();
+    if stem.is_empty() {
+        return Err(WopiError::InvalidFileName(names::NameError::Empty.to_string()));
     }
-    let legal = names::legalize(&wanted).ok_or_else(|| WopiError::InvalidFileName("no usable name".into()))?;
+    // Illegal characters are replaced rather than refused; only a name with nothing usable
+    // left is a 400.
+    let legal = names::legalize(&format!("{stem}{ext}"))
+        .filter(|n| names::split(n).1 == ext)
+        .ok_or_else(|| WopiError::InvalidFileName("the name has no usable characters".into()))?;
     if legal == old_name {
         return Ok(names::split(&legal).0.to_string());
     }

@@ -7,6 +7,8 @@ use jsonwebtoken::{encode, EncodingKey, Header};
 use serde_json::{json, Value};
 use tempfile::TempDir;
 use uuid::Uuid;
+use std::sync::Arc;
+use wopigate::clock::{Clock, SystemClock};
 use wopigate::config::Config;
 use wopigate::Application;
 
@@ -22,7 +24,8 @@ pub fn fixture(name: &str) -> PathBuf {
 
 pub fn viewers_json() -> String {
     json!([
-        {"id": COLLABORA, "name": "Collabora", "discovery": fixture("discovery/collabora.xml"), "lang": "de-DE"},
+        {"id": COLLABORA, "name": "Collabora", "discovery": fixture("discovery/collabora.xml"), "lang": "de-DE",
+         "post_message_origin": "https://drive.example.test"},
         {"id": ONLYOFFICE, "name": "ONLYOFFICE", "discovery": fixture("discovery/onlyoffice.xml"),
          "extensions": ["docx", "xlsx", "pdf"]},
         {"id": OFFICE, "name": "Office", "discovery": fixture("discovery/office.xml"), "net_zone": "external-https",
@@ -75,9 +78,22 @@ pub async fn spawn_with(extra: &[(&str, &str)]) -> TestApp {
 
 /// Starts an app on an existing data directory (several replicas on one store).
 pub async fn spawn_on(data: &Path, extra: &[(&str, &str)]) -> TestApp {
+    spawn_on_with_clock(data, extra, Arc::new(SystemClock)).await
+}
+
+/// An app whose clock the test moves (lock expiry).
+pub async fn spawn_with_clock(extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().to_path_buf();
+    let mut app = spawn_on_with_clock(&data, extra, clock).await;
+    app._dir = Some(dir);
+    app
+}
+
+pub async fn spawn_on_with_clock(data: &Path, extra: &[(&str, &str)], clock: Arc<dyn Clock>) -> TestApp {
     let port = free_port();
     let config = Config::from_vars(base_env(port, data, extra)).expect("test config is valid");
-    let app = Application::build(config).await.expect("app builds");
+    let app = Application::build_with_clock(config, clock).await.expect("app builds");
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
     TestApp {
@@ -183,4 +199,69 @@ pub fn claims_of(token: &str) -> Value {
     use base64::Engine;
     let payload = token.split('.').nth(1).unwrap();
     serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+}
+
+/// A viewer session as the WOPI side sees it.
+#[derive(Clone, Debug)]
+pub struct Session {
+    pub token: String,
+    pub fid: String,
+    pub expires: i64,
+    pub action: String,
+}
+
+impl Session {
+    pub fn from_envelope(envelope: &Value) -> Session {
+        assert_eq!(envelope["code"], 0, "session failed: {envelope}");
+        let token = envelope["data"]["session"]["access_token"].as_str().unwrap().to_string();
+        Session {
+            fid: claims_of(&token)["fid"].as_str().unwrap().to_string(),
+            expires: envelope["data"]["session"]["expires"].as_i64().unwrap(),
+            action: envelope["data"]["session"]["action"].as_str().unwrap().to_string(),
+            token,
+        }
+    }
+}
+
+impl TestApp {
+    /// Opens `uri` with Collabora for `user`, asking for `action`.
+    pub async fn session_for(&self, user: &str, uri: &str, action: &str) -> Session {
+        Session::from_envelope(&self.open(user, uri, action).await)
+    }
+
+    pub fn file_url(&self, fid: &str, suffix: &str, token: &str) -> String {
+        format!("{}/wopi/files/{fid}{suffix}?access_token={token}", self.address)
+    }
+
+    pub async fn check_file_info(&self, s: &Session) -> reqwest::Response {
+        self.client.get(self.file_url(&s.fid, "", &s.token)).send().await.unwrap()
+    }
+
+    pub async fn info(&self, s: &Session) -> Value {
+        let r = self.check_file_info(s).await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
+    }
+
+    /// `POST /wopi/files/{id}` with an override.
+    pub fn op(&self, s: &Session, override_: &str) -> reqwest::RequestBuilder {
+        self.client.post(self.file_url(&s.fid, "", &s.token)).header("X-WOPI-Override", override_)
+    }
+
+    pub fn put(&self, s: &Session, body: impl Into<reqwest::Body>) -> reqwest::RequestBuilder {
+        self.client.post(self.file_url(&s.fid, "/contents", &s.token)).header("X-WOPI-Override", "PUT").body(body)
+    }
+
+    pub async fn contents(&self, s: &Session) -> (u16, Vec<u8>) {
+        let r = self.client.get(self.file_url(&s.fid, "/contents", &s.token)).send().await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    pub async fn lock(&self, s: &Session, id: &str) -> reqwest::Response {
+        self.op(s, "LOCK").header("X-WOPI-Lock", id).send().await.unwrap()
+    }
+}
+
+pub fn lock_header(r: &reqwest::Response) -> Option<String> {
+    r.headers().get("X-WOPI-Lock").map(|v| v.to_str().unwrap().to_string())
 }

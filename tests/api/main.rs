@@ -2,4 +2,7 @@
 
 mod helpers;
 mod process;
+mod proof;
+mod tokens;
 mod viewer_session;
+mod wopi;

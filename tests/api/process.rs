@@ -112,29 +112,28 @@ async fn log_lines_carry_the_correlation_id_and_never_tokens() {
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/api/v4/file/viewerSession");
     let jwt = caller_jwt("u1", "U");
-    let ok: Value = client
-        .put(&url)
-        .bearer_auth(&jwt)
-        .body(json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let open = |uri: &'static str| {
+        let request = client
+            .put(&url)
+            .bearer_auth(&jwt)
+            .body(json!({"uri": uri, "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string());
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    let ok = open("cloudreve://my/a.docx").await;
     let token = ok["data"]["session"]["access_token"].as_str().unwrap().to_string();
-    let failed: Value = client
-        .put(&url)
-        .bearer_auth(&jwt)
-        .body(json!({"uri": "cloudreve://my/missing.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let failed = open("cloudreve://my/missing.docx").await;
     assert_eq!(failed["code"], 40016);
     let correlation = failed["correlation_id"].as_str().unwrap().to_string();
+    let fid = claims_of(&token)["fid"].as_str().unwrap().to_string();
+    let wopi = client
+        .get(format!("http://127.0.0.1:{port}/wopi/files/{fid}?access_token={token}"))
+        .header("X-WOPI-CorrelationID", "client-corr-42")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(wopi.status(), 200);
+    let refused = client.get(format!("http://127.0.0.1:{port}/wopi/files/{fid}/contents?access_token=forged.{token}")).send().await.unwrap();
+    assert_eq!(refused.status(), 401);
     let stderr = stop(child);
 
     let request_lines: Vec<Value> = stderr
@@ -150,6 +149,16 @@ async fn log_lines_carry_the_correlation_id_and_never_tokens() {
     assert_eq!(line["span"]["code"], 40016);
     assert_eq!(line["span"]["route"], "/api/v4/file/viewerSession");
     assert!(line["fields"]["time.busy"].is_string(), "duration is logged: {line}");
+    let wopi_line = request_lines
+        .iter()
+        .find(|v| v["span"]["client_correlation_id"] == "client-corr-42")
+        .unwrap_or_else(|| panic!("no WOPI request line:\n{stderr}"));
+    assert_eq!(wopi_line["span"]["wopi_op"], "CheckFileInfo");
+    assert_eq!(wopi_line["span"]["file_id"], fid.as_str());
+    assert_eq!(wopi_line["span"]["session_id"], ok["data"]["session"]["id"]);
+    assert_eq!(wopi_line["span"]["status"], 200);
+    assert_eq!(wopi_line["span"]["path"], format!("/wopi/files/{fid}"));
+    assert!(request_lines.iter().any(|v| v["span"]["wopi_op"] == "GetFile" && v["span"]["status"] == 401));
     assert!(!stderr.contains(&token), "access tokens never reach the log");
     assert!(!stderr.contains(&jwt), "caller JWTs never reach the log");
     assert!(!stderr.contains(TOKEN_SECRET) && !stderr.contains(CALLER_SECRET));
