@@ -12,8 +12,20 @@ use crate::uri::is_valid_id;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Caller {
     Anonymous,
-    User { id: String, name: String },
+    User { id: String, name: String, extra: Option<UserExtra> },
 }
+
+/// Public profile bits a WOPI client may show to co-authors (Collabora's `UserExtraInfo`).
+#[derive(Debug, Clone, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
+pub struct UserExtra {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub avatar: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mail: Option<String>,
+}
+
+/// Longest avatar URL or address carried in tokens (they ride in URLs; keep them short).
+const MAX_EXTRA_LEN: usize = 512;
 
 impl Caller {
     pub fn user_id(&self) -> Option<&str> {
@@ -42,6 +54,9 @@ struct CallerClaims {
     name: Option<String>,
     nick: Option<String>,
     preferred_username: Option<String>,
+    picture: Option<String>,
+    avatar: Option<String>,
+    email: Option<String>,
 }
 
 pub struct CallerVerifier {
@@ -92,7 +107,10 @@ impl CallerVerifier {
             .flatten()
             .find(|n| !n.trim().is_empty())
             .unwrap_or_else(|| claims.sub.clone());
-        Ok(Caller::User { id: claims.sub, name })
+        let short = |v: Option<String>| v.filter(|s| !s.trim().is_empty() && s.len() <= MAX_EXTRA_LEN);
+        let extra = UserExtra { avatar: short(claims.picture.or(claims.avatar)), mail: short(claims.email) };
+        let extra = (extra != UserExtra::default()).then_some(extra);
+        Ok(Caller::User { id: claims.sub, name, extra })
     }
 }
 

@@ -128,10 +128,10 @@ pub async fn create(
         .await
         .map_err(SessionError::Discovery)?;
 
-    let (sub, name, anon) = match &caller {
-        Caller::User { id, name } => (id.clone(), name.clone(), false),
+    let (sub, name, anon, ext) = match &caller {
+        Caller::User { id, name, extra } => (id.clone(), name.clone(), false, extra.clone()),
         // Anonymous visitors still need a stable id within the session (co-author lists).
-        Caller::Anonymous => (format!("anon{}", &session_id.simple().to_string()[..12]), "Guest".to_string(), true),
+        Caller::Anonymous => (format!("anon{}", &session_id.simple().to_string()[..12]), "Guest".to_string(), true, None),
     };
     let grant = Grant {
         sid: session_id,
@@ -143,6 +143,7 @@ pub async fn create(
         ver: version,
         act: chosen.action,
         vid: viewer.id,
+        ext,
         par: parent,
     };
     // Tokens live on system time: that is the time their verification (jsonwebtoken) uses.

@@ -14,6 +14,7 @@ use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, Encodi
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
+use crate::auth::UserExtra;
 use crate::config::{derived_kid, ConfigError, KeyMaterial, Secret, TokenAlgorithm, TokenConfig, TokenKeyConfig};
 
 /// What a session may do with its file.
@@ -58,6 +59,9 @@ pub struct AccessClaims {
     pub act: Action,
     /// Viewer (WOPI client) id.
     pub vid: Uuid,
+    /// Avatar and mail of the user, when the caller's JWT had them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ext: Option<UserExtra>,
     /// Folder where files created from this session go (canonical URI), when given.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub par: Option<String>,
@@ -86,6 +90,7 @@ pub struct Grant {
     pub ver: String,
     pub act: Action,
     pub vid: Uuid,
+    pub ext: Option<UserExtra>,
     pub par: Option<String>,
 }
 
@@ -169,6 +174,7 @@ impl TokenKeys {
             ver: String::new(),
             act: Action::View,
             vid: Uuid::nil(),
+            ext: None,
             par: None,
         };
         let (token, _) = self
@@ -200,6 +206,7 @@ impl TokenKeys {
             ver: grant.ver,
             act: grant.act,
             vid: grant.vid,
+            ext: grant.ext,
             par: grant.par,
             iat: now,
             nbf: now,
@@ -293,6 +300,7 @@ mod tests {
             ver: String::new(),
             act: Action::Edit,
             vid: Uuid::new_v4(),
+            ext: None,
             par: None,
         }
     }

@@ -236,6 +236,9 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Value, W
     put("SupportsDeleteFile", json!(true));
     put("SupportsUserInfo", json!(true));
     put("SupportsGetFileWopiSrc", json!(true));
+    if let Some(extra) = &s.claims.ext {
+        put("UserExtraInfo", json!(extra));
+    }
     if let Some(raw) = user_info {
         put("UserInfo", json!(String::from_utf8_lossy(&raw)));
     }
@@ -585,6 +588,7 @@ fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, uri: String, act
         ver: String::new(),
         act,
         vid: claims.vid,
+        ext: claims.ext.clone(),
         par: claims.par.clone(),
     };
     // System time, as for every token (see session::create).
@@ -673,7 +677,7 @@ pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Op
     let caller = if claims.anon {
         Caller::Anonymous
     } else {
-        Caller::User { id: claims.sub.clone(), name: claims.name.clone() }
+        Caller::User { id: claims.sub.clone(), name: claims.name.clone(), extra: None }
     };
     let (file_id, uri, may_edit) = if native.len() > 12 && native[..12].eq_ignore_ascii_case("cloudreve://") {
         let uri = FileUri::parse(native).map_err(|e| WopiError::BadRequest(format!("X-WOPI-HostNativeFileName: {e}")))?;

@@ -506,3 +506,61 @@ async fn explorer_config_lists_viewers() {
     assert!(onlyoffice["wopi_actions"]["docx"]["edit"].as_str().unwrap().contains("/word/edit?"));
     assert_eq!(viewers[2]["exts"], json!(["docx", "xlsx"]), "Office: only the configured zone");
 }
+
+#[tokio::test]
+async fn caller_jwts_signed_with_public_key_algorithms() {
+    use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+    let claims = json!({"sub": "u1", "name": "PEM User", "exp": now() + 600});
+    let body = json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "view"});
+    let cases: [(&str, Algorithm, fn(&[u8]) -> EncodingKey); 3] = [
+        ("rsa-jwt", Algorithm::RS256, |k| EncodingKey::from_rsa_pem(k).unwrap()),
+        ("ec-p256", Algorithm::ES256, |k| EncodingKey::from_ec_pem(k).unwrap()),
+        ("ed25519", Algorithm::EdDSA, |k| EncodingKey::from_ed_pem(k).unwrap()),
+    ];
+    for (name, alg, key) in cases {
+        let public = std::fs::read_to_string(fixture(&format!("keys/{name}.pub.pem"))).unwrap();
+        let private = std::fs::read(fixture(&format!("keys/{name}.pem"))).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let mut vars = base_env(free_port(), dir.path(), &[("WOPIGATE_CALLER_JWT_PUBLIC_KEY", &public)]);
+        vars.retain(|(k, _)| k != "WOPIGATE_CALLER_JWT_SECRET");
+        let config = wopigate::config::Config::from_vars(vars).unwrap();
+        let app = wopigate::Application::build(config).await.unwrap();
+        let port = app.port();
+        tokio::spawn(app.run_until_stopped());
+        std::fs::create_dir_all(dir.path().join("u1")).unwrap();
+        std::fs::write(dir.path().join("u1/a.docx"), b"x").unwrap();
+        let send = |jwt: String| {
+            let body = body.to_string();
+            async move {
+                reqwest::Client::new()
+                    .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
+                    .bearer_auth(jwt)
+                    .body(body)
+                    .send()
+                    .await
+                    .unwrap()
+                    .json::<Value>()
+                    .await
+                    .unwrap()
+            }
+        };
+        let good = encode(&Header::new(alg), &claims, &key(&private)).unwrap();
+        assert_code(&send(good).await, 0);
+        // HMAC keyed with the public key: the configured algorithm is not HS256, so no.
+        let confused = encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(public.as_bytes())).unwrap();
+        assert_code(&send(confused).await, 401);
+    }
+}
+
+#[tokio::test]
+async fn user_extra_info_comes_from_the_caller_jwt() {
+    let app = spawn_app().await;
+    app.put_file("u1", "a.docx", b"x");
+    let jwt = caller_jwt_claims(json!({"sub": "u1", "name": "Ada", "picture": "https://drive.example.test/avatar/u1.png", "email": "ada@example.test", "exp": now() + 600}));
+    let e = app.session(json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}), Some(&jwt)).await;
+    let s = Session::from_envelope(&e);
+    let info = app.info(&s).await;
+    assert_eq!(info["UserExtraInfo"], json!({"avatar": "https://drive.example.test/avatar/u1.png", "mail": "ada@example.test"}));
+    let plain = app.session_for("u1", "cloudreve://my/a.docx", "edit").await;
+    assert!(app.info(&plain).await.get("UserExtraInfo").is_none());
+}

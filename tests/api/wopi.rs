@@ -230,10 +230,12 @@ async fn lock_family_and_expiry() {
 #[tokio::test]
 async fn concurrent_locks_have_exactly_one_winner() {
     let app = spawn_app().await;
+    // A second instance on the same data directory: the rule holds across store handles.
+    let twin = spawn_on(&app.data, &[]).await;
     app.put_file("u1", "a.docx", b"x");
     let s = app.session_for("u1", "cloudreve://my/a.docx", "edit").await;
     let attempts = (0..50).map(|i| {
-        let (app, s) = (&app, &s);
+        let (app, s) = (if i % 2 == 0 { &app } else { &twin }, &s);
         async move {
             let r = app.lock(s, &format!("lock-{i}")).await;
             (i, r.status().as_u16(), lock_header(&r))
