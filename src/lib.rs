@@ -10,6 +10,7 @@ pub mod policy;
 pub mod proof;
 pub mod session;
 pub mod startup;
+pub mod state;
 pub mod store;
 pub mod telemetry;
 pub mod token;

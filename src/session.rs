@@ -2,31 +2,16 @@
 //!
 //! Who is calling → which file → which version and action → file id → action URL → token.
 
-use std::sync::Arc;
-
 use serde::Deserialize;
 use uuid::Uuid;
 
-use crate::auth::{AuthError, Caller, CallerVerifier};
-use crate::clock::Clock;
-use crate::locks::LockStore;
-use crate::config::Config;
-use crate::discovery::{DiscoveryError, Viewers};
+use crate::auth::{AuthError, Caller};
+use crate::discovery::DiscoveryError;
 use crate::policy::{self, PolicyError};
-use crate::store::{ids, Entry, FileMeta, Store, StoreError};
-use crate::token::{Action, Grant, TokenError, TokenKeys};
+use crate::state::AppState;
+use crate::store::{ids, Entry, FileMeta, StoreError};
+use crate::token::{Action, Grant, TokenError};
 use crate::uri::{CanonicalUri, FileUri, UriError};
-
-/// Shared state of the running app: built once at start-up, read by every request.
-pub struct AppState {
-    pub config: Config,
-    pub store: Arc<dyn Store>,
-    pub locks: Arc<dyn LockStore>,
-    pub clock: Arc<dyn Clock>,
-    pub tokens: TokenKeys,
-    pub callers: CallerVerifier,
-    pub viewers: Arc<Viewers>,
-}
 
 /// The request body, exactly as Cloudreve's API names it.
 #[derive(Debug, Deserialize)]

@@ -14,7 +14,7 @@ use crate::locks::LockStore;
 use crate::config::{Config, ConfigError};
 use crate::discovery::Viewers;
 use crate::http::{self, RequestSpan};
-use crate::session::AppState;
+use crate::state::AppState;
 use crate::store::local::LocalStore;
 use crate::store::Store;
 use crate::token::{dev_key, TokenKeys};

@@ -15,7 +15,8 @@ use tracing_actix_web::RequestId;
 use crate::auth::AuthError;
 use crate::discovery::DiscoveryError;
 use crate::policy::PolicyError;
-use crate::session::{self, AppState, SessionError, SessionRequest};
+use crate::session::{self, SessionError, SessionRequest};
+use crate::state::AppState;
 
 /// Cloudreve's error codes used by this surface.
 pub mod code {

@@ -10,7 +10,7 @@ use serde_json::json;
 
 use crate::locks::{LockOp, LockOutcome};
 use crate::proof::ProofHeaders;
-use crate::session::AppState;
+use crate::state::AppState;
 use crate::store::StoreError;
 use crate::token::AccessClaims;
 use crate::wopi::{self, CalledUrl, FileSession, PutFileRequest, RelativeRequest, WopiError};
@@ -50,14 +50,13 @@ fn access_token(req: &HttpRequest) -> Option<String> {
         })
 }
 
-fn record(op: &str, claims: Option<&AccessClaims>, file_id: Option<&str>) {
+/// Names the operation and file in the request's log line (the session follows once the
+/// token is verified).
+fn record(op: &str, file_id: Option<&str>) {
     let span = tracing::Span::current();
     span.record("wopi_op", op);
     if let Some(id) = file_id {
         span.record("file_id", id);
-    }
-    if let Some(claims) = claims {
-        span.record("session_id", tracing::field::display(claims.sid));
     }
 }
 
@@ -72,13 +71,9 @@ async fn authorize(req: &HttpRequest, app: &AppState, file_id: Option<&str>) -> 
     };
     let result = wopi::authorize(app, file_id, token.as_deref(), &called, &proof).await;
     if let Ok((_, claims)) = &result {
-        record_session(claims);
+        tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
     }
     result
-}
-
-fn record_session(claims: &AccessClaims) {
-    tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
 }
 
 async fn file_session(req: &HttpRequest, app: &AppState, file_id: &str) -> Result<FileSession, WopiError> {
@@ -92,14 +87,14 @@ fn json_ok(body: serde_json::Value) -> HttpResponse {
 
 /// `GET /wopi/files/{id}`
 async fn check_file_info(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
-    record("CheckFileInfo", None, Some(&id));
+    record("CheckFileInfo", Some(&id));
     let session = file_session(&req, &app, &id).await?;
     Ok(json_ok(wopi::check_file_info(&app, &session).await?))
 }
 
 /// `GET /wopi/files/{id}/contents`
 async fn get_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
-    record("GetFile", None, Some(&id));
+    record("GetFile", Some(&id));
     let session = file_session(&req, &app, &id).await?;
     let content = wopi::get_file(&app, &session, header(&req, "x-wopi-maxexpectedsize"), header(&req, "range")).await?;
     let mut response = match content.range {
@@ -123,10 +118,10 @@ async fn get_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<Stri
 async fn put_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>, body: Payload) -> Result<HttpResponse, WopiError> {
     let override_ = header(&req, "x-wopi-override").unwrap_or_default();
     if !override_.eq_ignore_ascii_case("PUT") {
-        record("Unknown", None, Some(&id));
+        record("Unknown", Some(&id));
         return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /contents")));
     }
-    record("PutFile", None, Some(&id));
+    record("PutFile", Some(&id));
     let session = file_session(&req, &app, &id).await?;
     let request = PutFileRequest {
         lock: header(&req, "x-wopi-lock"),
@@ -156,7 +151,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
         _ => None,
     };
     if let Some(op) = lock_op {
-        record(op.name(), None, Some(&id));
+        record(op.name(), Some(&id));
         let session = file_session(&req, &app, &id).await?;
         let (outcome, version) = wopi::lock(&app, &session, op).await?;
         return match outcome {
@@ -176,7 +171,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
     }
     match override_.as_str() {
         "PUT_RELATIVE" => {
-            record("PutRelativeFile", None, Some(&id));
+            record("PutRelativeFile", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             let request = RelativeRequest {
                 suggested: header(&req, "x-wopi-suggestedtarget"),
@@ -188,26 +183,26 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
             Ok(json_ok(serde_json::to_value(created).unwrap_or_default()))
         }
         "RENAME_FILE" => {
-            record("RenameFile", None, Some(&id));
+            record("RenameFile", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             let name = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
             Ok(json_ok(json!({"Name": name})))
         }
         "DELETE" => {
-            record("DeleteFile", None, Some(&id));
+            record("DeleteFile", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             wopi::delete(&app, &session).await?;
             Ok(HttpResponse::Ok().finish())
         }
         "PUT_USER_INFO" => {
-            record("PutUserInfo", None, Some(&id));
+            record("PutUserInfo", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             let text = read_small_body(body, 4096).await?;
             wopi::put_user_info(&app, &session, &text).await?;
             Ok(HttpResponse::Ok().finish())
         }
         other => {
-            record("Unknown", None, Some(&id));
+            record("Unknown", Some(&id));
             // Still authenticate: an unknown operation must not reveal more to a stranger.
             file_session(&req, &app, &id).await?;
             Err(WopiError::NotImplemented(format!("X-WOPI-Override '{other}'")))
@@ -229,7 +224,7 @@ async fn read_small_body(mut body: Payload, limit: usize) -> Result<Vec<u8>, Wop
 
 /// `GET /wopi/ecosystem`: CheckEcosystem.
 async fn check_ecosystem(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
-    record("CheckEcosystem", None, None);
+    record("CheckEcosystem", None);
     authorize(&req, &app, None).await?;
     Ok(json_ok(wopi::check_ecosystem()))
 }
@@ -238,11 +233,11 @@ async fn check_ecosystem(req: HttpRequest, app: web::Data<AppState>) -> Result<H
 async fn ecosystem_operation(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
     let override_ = header(&req, "x-wopi-override").unwrap_or_default();
     if !override_.eq_ignore_ascii_case("GET_WOPI_SRC_WITH_ACCESS_TOKEN") {
-        record("Unknown", None, None);
+        record("Unknown", None);
         authorize(&req, &app, None).await?;
         return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /ecosystem")));
     }
-    record("GetFileWopiSrc", None, None);
+    record("GetFileWopiSrc", None);
     let (_, claims) = authorize(&req, &app, None).await?;
     let url = wopi::get_file_wopi_src(&app, &claims, header(&req, "x-wopi-hostnativefilename")).await?;
     Ok(json_ok(json!({"Url": url})))

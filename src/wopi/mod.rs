@@ -14,7 +14,7 @@ use crate::discovery::action_url::encode_component;
 use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
 use crate::policy::{self, PolicyError};
 use crate::proof::{self, ProofCheck, ProofHeaders};
-use crate::session::AppState;
+use crate::state::AppState;
 use crate::store::{ids, ByteStream, Entry, FileKey, FileMeta, Precondition, StoreError};
 use crate::token::{AccessClaims, Action, Grant};
 use crate::uri::{CanonicalUri, FileUri, RelPath};

@@ -512,7 +512,8 @@ async fn caller_jwts_signed_with_public_key_algorithms() {
     use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
     let claims = json!({"sub": "u1", "name": "PEM User", "exp": now() + 600});
     let body = json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "view"});
-    let cases: [(&str, Algorithm, fn(&[u8]) -> EncodingKey); 3] = [
+    type KeyFromPem = fn(&[u8]) -> EncodingKey;
+    let cases: [(&str, Algorithm, KeyFromPem); 3] = [
         ("rsa-jwt", Algorithm::RS256, |k| EncodingKey::from_rsa_pem(k).unwrap()),
         ("ec-p256", Algorithm::ES256, |k| EncodingKey::from_ec_pem(k).unwrap()),
         ("ed25519", Algorithm::EdDSA, |k| EncodingKey::from_ed_pem(k).unwrap()),

@@ -1,0 +1,23 @@
+//! What every request reads: built once at start-up by `startup`, shared by all workers.
+
+use std::sync::Arc;
+
+use crate::auth::CallerVerifier;
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::discovery::Viewers;
+use crate::locks::LockStore;
+use crate::store::Store;
+use crate::token::TokenKeys;
+
+/// Shared state of the running app: built once at start-up, read by every request.
+pub struct AppState {
+    pub config: Config,
+    pub store: Arc<dyn Store>,
+    pub locks: Arc<dyn LockStore>,
+    pub clock: Arc<dyn Clock>,
+    pub tokens: TokenKeys,
+    pub callers: CallerVerifier,
+    pub viewers: Arc<Viewers>,
+}
+
