@@ -94,6 +94,21 @@ fn default_keep_versions() -> usize {
 fn default_max_upload() -> u64 {
     1024 * 1024 * 1024
 }
+fn default_backend() -> String {
+    "local".into()
+}
+fn default_locks() -> String {
+    "store".into()
+}
+fn default_region() -> String {
+    "us-east-1".into()
+}
+fn default_part_size() -> usize {
+    8 * 1024 * 1024
+}
+fn default_backend_timeout() -> u64 {
+    5
+}
 fn default_log_format() -> String {
     "json".into()
 }
@@ -145,6 +160,50 @@ struct RawConfig {
     #[serde(default = "default_max_upload")]
     max_upload_size: u64,
     host_page_url: Option<String>,
+    #[serde(default = "default_backend")]
+    store: String,
+    #[serde(default = "default_locks")]
+    locks: String,
+    s3_endpoint: Option<String>,
+    #[serde(default = "default_region")]
+    s3_region: String,
+    s3_bucket: Option<String>,
+    s3_access_key_id: Option<String>,
+    s3_secret_access_key: Option<Secret>,
+    s3_path_style: Option<bool>,
+    s3_prefix: Option<String>,
+    #[serde(default = "default_part_size")]
+    s3_part_size: usize,
+    redis_url: Option<Secret>,
+    #[serde(default = "default_backend_timeout")]
+    backend_timeout_secs: u64,
+}
+
+/// Where files live (`WOPIGATE_STORE`).
+#[derive(Debug, Clone)]
+pub enum StoreConfig {
+    Local,
+    S3(S3Config),
+}
+
+#[derive(Debug, Clone)]
+pub struct S3Config {
+    pub endpoint: String,
+    pub region: String,
+    pub bucket: String,
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub path_style: bool,
+    /// Key prefix, empty or ending in `/`.
+    pub prefix: String,
+    pub part_size: usize,
+}
+
+/// Where WOPI locks live (`WOPIGATE_LOCKS`).
+#[derive(Debug, Clone)]
+pub enum LockConfig {
+    Store,
+    Redis { url: Secret },
 }
 
 /// How wopigate signs its own access tokens.
@@ -260,6 +319,10 @@ pub struct Config {
     /// The platform's page that opens a file, with `{file_id}` and `{action}` placeholders:
     /// CheckFileInfo's `HostViewUrl`/`HostEditUrl`, and accepted back by GetFileWopiSrc.
     pub host_page_url: Option<String>,
+    pub store: StoreConfig,
+    pub locks: LockConfig,
+    /// Every call to S3 or Redis gives up after this long.
+    pub backend_timeout_secs: u64,
 }
 
 impl Config {
@@ -321,7 +384,7 @@ impl Config {
         if raw.max_upload_size == 0 {
             return Err(ConfigError::new("WOPIGATE_MAX_UPLOAD_SIZE", "must be at least 1 byte"));
         }
-        let host_page_url = match raw.host_page_url.filter(|s| !s.trim().is_empty()) {
+        let host_page_url = match raw.host_page_url.clone().filter(|s| !s.trim().is_empty()) {
             Some(template) => {
                 let probe = template.replace("{file_id}", "x").replace("{action}", "view");
                 http_base_url("WOPIGATE_HOST_PAGE_URL", probe.split('?').next().unwrap_or(&probe))?;
@@ -332,6 +395,23 @@ impl Config {
             }
             None => None,
         };
+        let store = store_config(&raw)?;
+        let locks = match raw.locks.as_str() {
+            "store" => LockConfig::Store,
+            "redis" => {
+                let url = raw.redis_url.clone().filter(|u| !u.expose().is_empty()).ok_or_else(|| {
+                    ConfigError::new("WOPIGATE_REDIS_URL", "is required when WOPIGATE_LOCKS=redis (redis://host:6379/0)")
+                })?;
+                if !(url.expose().starts_with("redis://") || url.expose().starts_with("rediss://")) {
+                    return Err(ConfigError::new("WOPIGATE_REDIS_URL", "must start with redis:// or rediss://"));
+                }
+                LockConfig::Redis { url }
+            }
+            other => return Err(ConfigError::new("WOPIGATE_LOCKS", format!("'{other}' is not store or redis"))),
+        };
+        if raw.backend_timeout_secs == 0 || raw.backend_timeout_secs > 300 {
+            return Err(ConfigError::new("WOPIGATE_BACKEND_TIMEOUT_SECS", "must be between 1 and 300"));
+        }
         Ok(Config {
             bind,
             public_url,
@@ -350,6 +430,9 @@ impl Config {
             keep_versions: raw.keep_versions,
             max_upload_size: raw.max_upload_size,
             host_page_url,
+            store,
+            locks,
+            backend_timeout_secs: raw.backend_timeout_secs,
         })
     }
 }
@@ -359,6 +442,44 @@ fn envy_error(message: &str) -> ConfigError {
     match message.rsplit_once("provided by ") {
         Some((what, var)) => ConfigError::new(&format!("WOPIGATE_{}", var.trim()), what.trim().to_string()),
         None => ConfigError::new("WOPIGATE_*", message.to_string()),
+    }
+}
+
+fn store_config(raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
+    match raw.store.as_str() {
+        "local" => Ok(StoreConfig::Local),
+        "s3" => {
+            let required = |var: &str, value: &Option<String>| {
+                value.clone().filter(|v| !v.trim().is_empty()).ok_or_else(|| ConfigError::new(var, "is required when WOPIGATE_STORE=s3"))
+            };
+            let endpoint = required("WOPIGATE_S3_ENDPOINT", &raw.s3_endpoint)?;
+            http_base_url("WOPIGATE_S3_ENDPOINT", &endpoint)?;
+            let bucket = required("WOPIGATE_S3_BUCKET", &raw.s3_bucket)?;
+            let access_key_id = required("WOPIGATE_S3_ACCESS_KEY_ID", &raw.s3_access_key_id)?;
+            let secret_access_key = raw
+                .s3_secret_access_key
+                .clone()
+                .filter(|s| !s.expose().is_empty())
+                .ok_or_else(|| ConfigError::new("WOPIGATE_S3_SECRET_ACCESS_KEY", "is required when WOPIGATE_STORE=s3"))?;
+            let prefix = raw.s3_prefix.clone().unwrap_or_default().trim_matches('/').to_string();
+            if prefix.split('/').any(|p| p == "." || p == "..") || prefix.contains("//") {
+                return Err(ConfigError::new("WOPIGATE_S3_PREFIX", "must be a plain key prefix like wopigate/prod"));
+            }
+            if raw.s3_part_size < 5 * 1024 * 1024 {
+                return Err(ConfigError::new("WOPIGATE_S3_PART_SIZE", "must be at least 5 MiB (5242880), S3's smallest part"));
+            }
+            Ok(StoreConfig::S3(S3Config {
+                endpoint: endpoint.trim_end_matches('/').to_string(),
+                region: raw.s3_region.clone(),
+                bucket,
+                access_key_id,
+                secret_access_key,
+                path_style: raw.s3_path_style.unwrap_or(true),
+                prefix: if prefix.is_empty() { prefix } else { format!("{prefix}/") },
+                part_size: raw.s3_part_size,
+            }))
+        }
+        other => Err(ConfigError::new("WOPIGATE_STORE", format!("'{other}' is not local or s3"))),
     }
 }
 
@@ -576,12 +697,44 @@ mod tests {
             ("WOPIGATE_ENV", "prod"),
             ("WOPIGATE_LOG_FORMAT", "xml"),
             ("WOPIGATE_EDIT_MAX_SIZE", "-1"),
+            ("WOPIGATE_STORE", "ftp"),
+            ("WOPIGATE_LOCKS", "zookeeper"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value} gave {err}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn backends_name_what_they_miss() {
+        let err = Config::from_vars(vars(&[("WOPIGATE_STORE", "s3")])).unwrap_err();
+        assert_eq!(err.var, "WOPIGATE_S3_ENDPOINT");
+        let err = Config::from_vars(vars(&[
+            ("WOPIGATE_STORE", "s3"),
+            ("WOPIGATE_S3_ENDPOINT", "http://127.0.0.1:3900"),
+            ("WOPIGATE_S3_BUCKET", "b"),
+            ("WOPIGATE_S3_ACCESS_KEY_ID", "k"),
+        ]))
+        .unwrap_err();
+        assert_eq!(err.var, "WOPIGATE_S3_SECRET_ACCESS_KEY");
+        let err = Config::from_vars(vars(&[("WOPIGATE_LOCKS", "redis")])).unwrap_err();
+        assert_eq!(err.var, "WOPIGATE_REDIS_URL");
+        let ok = Config::from_vars(vars(&[
+            ("WOPIGATE_STORE", "s3"),
+            ("WOPIGATE_S3_ENDPOINT", "http://127.0.0.1:3900"),
+            ("WOPIGATE_S3_BUCKET", "b"),
+            ("WOPIGATE_S3_ACCESS_KEY_ID", "k"),
+            ("WOPIGATE_S3_SECRET_ACCESS_KEY", "very-secret-key"),
+            ("WOPIGATE_S3_PREFIX", "/a/b/"),
+        ]))
+        .unwrap();
+        match &ok.store {
+            StoreConfig::S3(s3) => assert_eq!(s3.prefix, "a/b/"),
+            StoreConfig::Local => panic!("s3 expected"),
+        }
+        assert!(!format!("{:?}", ok.store).contains("very-secret-key"));
     }
 
     #[test]

@@ -2,6 +2,7 @@
 
 use std::net::TcpListener;
 use std::sync::Arc;
+use std::time::Duration;
 
 use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
@@ -11,13 +12,57 @@ use crate::auth::CallerVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::locks::store::StoreLocks;
 use crate::locks::LockStore;
-use crate::config::{Config, ConfigError};
+use crate::config::{Config, ConfigError, LockConfig, StoreConfig};
+use crate::locks::redis::{self, RedisLocks};
+use crate::store::mutex::{CommitMutex, ObjectMutex, RedisMutex};
+use crate::store::s3::{self, S3Store};
 use crate::discovery::Viewers;
 use crate::http::{self, RequestSpan};
 use crate::state::AppState;
 use crate::store::local::LocalStore;
 use crate::store::Store;
 use crate::token::{dev_key, TokenKeys};
+
+/// Picks the store and lock backends once, from configuration.
+async fn backends(config: &Config, local: LocalStore) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
+    let timeout = Duration::from_secs(config.backend_timeout_secs);
+    let redis = match &config.locks {
+        LockConfig::Redis { url } => Some(redis::connect(url.expose(), timeout).await.map_err(|e| {
+            ConfigError::new("WOPIGATE_REDIS_URL", format!("cannot connect to Redis ({})", e.category()))
+        })?),
+        LockConfig::Store => None,
+    };
+    let store: Arc<dyn Store> = match &config.store {
+        StoreConfig::Local => Arc::new(local),
+        StoreConfig::S3(s3) => {
+            let client = s3::client(s3, timeout)
+                .map_err(|e| ConfigError::new("WOPIGATE_S3_ENDPOINT", format!("cannot configure the S3 client: {e}")))?;
+            let mutex: Arc<dyn CommitMutex> = match &redis {
+                Some(conn) => Arc::new(RedisMutex::new(conn.clone())),
+                None => {
+                    let honoured = s3::honours_conditional_create(client.as_ref(), &s3.prefix).await.map_err(|e| {
+                        ConfigError::new("WOPIGATE_S3_ENDPOINT", format!("cannot write to bucket '{}': {e}", s3.bucket))
+                    })?;
+                    if !honoured {
+                        return Err(ConfigError::new(
+                            "WOPIGATE_LOCKS",
+                            "the S3 server does not honour conditional writes (If-None-Match), so locks and commits \
+                             cannot be made safe in the store: set WOPIGATE_LOCKS=redis",
+                        )
+                        .into());
+                    }
+                    Arc::new(ObjectMutex::new(client.clone(), &s3.prefix))
+                }
+            };
+            Arc::new(S3Store::new(client, s3, mutex, config.keep_versions, timeout))
+        }
+    };
+    let locks: Arc<dyn LockStore> = match redis {
+        Some(conn) => Arc::new(RedisLocks::new(conn, timeout)),
+        None => Arc::new(StoreLocks::new(store.clone())),
+    };
+    Ok((store, locks))
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
@@ -41,7 +86,7 @@ impl Application {
 
     /// As `build`, with another clock (tests move time to expire locks).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
-        let store = LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| {
+        let local = LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| {
             ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
         })?;
         let current = match &config.token.current {
@@ -54,11 +99,11 @@ impl Application {
                 .into())
             }
             None => {
-                let key = dev_key(store.root())?;
+                let key = dev_key(local.root())?;
                 tracing::warn!(
                     "WOPIGATE_TOKEN_SECRET is not set: signing access tokens with a generated development key \
                      kept in {}/.wopigate/dev-token-secret. Set WOPIGATE_TOKEN_SECRET before exposing this service.",
-                    store.root().display()
+                    local.root().display()
                 );
                 key
             }
@@ -67,8 +112,7 @@ impl Application {
         let callers = CallerVerifier::new(&config.caller_jwt, config.clock_skew_secs)?;
         let viewers = Arc::new(Viewers::new(&config));
         viewers.spawn_refresher();
-        let store: Arc<dyn Store> = Arc::new(store);
-        let locks: Arc<dyn LockStore> = Arc::new(StoreLocks::new(store.clone()));
+        let (store, locks) = backends(&config, local).await?;
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;

@@ -4,6 +4,7 @@
 //! The rules live once, in `transition`; a backend only has to apply a transition atomically.
 //! The `store` backend does that with compare-and-set on a small object per file.
 
+pub mod redis;
 pub mod store;
 
 use async_trait::async_trait;
@@ -87,6 +88,11 @@ pub trait LockStore: Send + Sync + 'static {
 
     /// Forgets the lock of a deleted file.
     async fn remove(&self, file: &str) -> Result<(), StoreError>;
+
+    /// Whether the backend answers (readiness). The store backend is as ready as the store.
+    async fn ping(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 }
 
 #[cfg(test)]

@@ -3,6 +3,8 @@
 
 pub mod ids;
 pub mod local;
+pub mod mutex;
+pub mod s3;
 
 use std::pin::Pin;
 

@@ -1,0 +1,393 @@
+//! The S3-compatible store, for many replicas. Same key layout as the local store:
+//! `<prefix><owner>/<path>` for user files, `<prefix>.wopigate/…` for everything internal.
+//!
+//! Uploads stream as a multipart upload into `.wopigate/tmp/` (memory bounded by the part
+//! size); a commit copies the staged object into place server-side. S3 has no atomic rename or
+//! compare-and-swap on content, so every check-then-write runs under a `CommitMutex` (Redis, or
+//! conditional-create marker objects when the server honours `If-None-Match`).
+//! Versions: each upload gets a version id in object metadata; the replaced content is copied
+//! to `.wopigate/versions/<file id>/<version>` (works whether or not the bucket versions).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use bytes::Bytes;
+use chrono::Utc;
+use futures_util::{StreamExt, TryStreamExt};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path;
+use object_store::{
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutMode,
+    PutOptions, PutPayload, RetryConfig, WriteMultipart,
+};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+use super::mutex::CommitMutex;
+use super::{check_object_name, Download, Entry, FileKey, FileMeta, Precondition, Staged, Store, StoreError, Upload};
+use crate::config::S3Config;
+
+const VERSION_ATTR: &str = "wopigate-version";
+
+/// An object_store error as ours. Messages name the bucket and key, never credentials.
+pub fn store_error(e: object_store::Error) -> StoreError {
+    match e {
+        object_store::Error::NotFound { .. } => StoreError::NotFound,
+        object_store::Error::AlreadyExists { .. } | object_store::Error::Precondition { .. } => StoreError::Conflict,
+        other => StoreError::Io(std::io::Error::other(other.to_string())),
+    }
+}
+
+fn is_not_found(e: &object_store::Error) -> bool {
+    matches!(e, object_store::Error::NotFound { .. })
+}
+
+pub struct S3Store {
+    store: Arc<dyn ObjectStore>,
+    prefix: String,
+    mutex: Arc<dyn CommitMutex>,
+    part_size: usize,
+    keep_versions: usize,
+    timeout: Duration,
+}
+
+/// The object_store client for the configured bucket: bounded timeouts and few retries, so a
+/// server that is down makes requests fail fast instead of hanging.
+pub fn client(config: &S3Config, timeout: Duration) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+    let options = ClientOptions::new()
+        .with_timeout(timeout)
+        .with_connect_timeout(timeout.min(Duration::from_secs(5)))
+        .with_allow_http(config.endpoint.starts_with("http://"));
+    let retry = RetryConfig { max_retries: 1, retry_timeout: timeout, ..Default::default() };
+    let store = AmazonS3Builder::new()
+        .with_endpoint(&config.endpoint)
+        .with_region(&config.region)
+        .with_bucket_name(&config.bucket)
+        .with_access_key_id(&config.access_key_id)
+        .with_secret_access_key(config.secret_access_key.expose())
+        .with_virtual_hosted_style_request(!config.path_style)
+        .with_disable_tagging(true)
+        .with_client_options(options)
+        .with_retry(retry)
+        .build()?;
+    Ok(Arc::new(store))
+}
+
+impl S3Store {
+    pub fn new(
+        store: Arc<dyn ObjectStore>,
+        config: &S3Config,
+        mutex: Arc<dyn CommitMutex>,
+        keep_versions: usize,
+        timeout: Duration,
+    ) -> Self {
+        S3Store { store, prefix: config.prefix.clone(), mutex, part_size: config.part_size, keep_versions, timeout }
+    }
+
+    fn file_path(&self, key: &FileKey) -> Path {
+        let mut s = format!("{}{}", self.prefix, key.owner);
+        for segment in key.path.segments() {
+            s.push('/');
+            s.push_str(segment);
+        }
+        Path::from(s)
+    }
+
+    fn internal(&self, rest: &str) -> Path {
+        Path::from(format!("{}.wopigate/{rest}", self.prefix))
+    }
+
+    fn object(&self, name: &str) -> Path {
+        self.internal(&format!("objects/{name}"))
+    }
+
+    fn version_path(&self, history: &str, version: &str) -> Path {
+        self.internal(&format!("versions/{history}/{version}"))
+    }
+
+    fn tmp(&self, handle: &str) -> Path {
+        self.internal(&format!("tmp/{handle}"))
+    }
+
+    /// Metadata of an object, with its version id (ours, or derived for foreign objects).
+    async fn head(&self, path: &Path) -> Result<Option<FileMeta>, StoreError> {
+        match self.store.get_opts(path, GetOptions { head: true, ..Default::default() }).await {
+            Ok(result) => Ok(Some(meta_of(&result.meta, &result.attributes))),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Runs `f` while holding the named mutex.
+    async fn exclusive<T, F>(&self, name: &str, f: F) -> Result<T, StoreError>
+    where
+        F: std::future::Future<Output = Result<T, StoreError>>,
+    {
+        let name = mutex_name(name);
+        let token = self.mutex.acquire(&name, self.timeout).await?;
+        let result = f.await;
+        self.mutex.release(&name, &token).await;
+        result
+    }
+
+    async fn keep_version(&self, history: &str, path: &Path, version: &str) -> Result<(), StoreError> {
+        check_object_name(history)?;
+        check_object_name(version)?;
+        self.store.copy(path, &self.version_path(history, version)).await.map_err(store_error)?;
+        let prefix = self.internal(&format!("versions/{history}"));
+        let mut kept: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(store_error)?;
+        if kept.len() > self.keep_versions {
+            kept.sort_by_key(|m| m.last_modified);
+            for old in &kept[..kept.len() - self.keep_versions] {
+                let _ = self.store.delete(&old.location).await;
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Mutex names are object names: hash whatever they protect.
+fn mutex_name(name: &str) -> String {
+    Sha256::digest(name.as_bytes()).iter().take(16).map(|b| format!("{b:02x}")).collect()
+}
+
+fn meta_of(meta: &object_store::ObjectMeta, attributes: &Attributes) -> FileMeta {
+    let version = attributes
+        .get(&Attribute::Metadata(VERSION_ATTR.into()))
+        .map(|v| v.as_ref().to_string())
+        .filter(|v| check_object_name(v).is_ok())
+        .unwrap_or_else(|| {
+            // An object written by something else: its time and ETag name the content.
+            let etag: String = meta.e_tag.as_deref().unwrap_or("").chars().filter(char::is_ascii_alphanumeric).take(16).collect();
+            format!("{:x}-{etag}", meta.last_modified.timestamp_millis())
+        });
+    FileMeta { size: meta.size, modified: meta.last_modified, version }
+}
+
+/// A fresh version id: time-ordered and unique.
+fn new_version() -> String {
+    format!("{:x}-{}", Utc::now().timestamp_micros(), &Uuid::new_v4().simple().to_string()[..8])
+}
+
+struct S3Upload {
+    writer: Option<WriteMultipart>,
+    handle: String,
+    written: u64,
+    limit: u64,
+}
+
+#[async_trait]
+impl Upload for S3Upload {
+    async fn write(&mut self, chunk: Bytes) -> Result<(), StoreError> {
+        self.written += chunk.len() as u64;
+        if self.written > self.limit {
+            return Err(StoreError::TooLarge(self.limit));
+        }
+        let writer = self.writer.as_mut().ok_or(StoreError::NotFound)?;
+        // At most two parts in flight: memory stays bounded by the part size.
+        writer.wait_for_capacity(2).await.map_err(store_error)?;
+        writer.put(chunk);
+        Ok(())
+    }
+
+    async fn finish(mut self: Box<Self>) -> Result<Staged, StoreError> {
+        let writer = self.writer.take().ok_or(StoreError::NotFound)?;
+        writer.finish().await.map_err(store_error)?;
+        Ok(Staged { handle: self.handle.clone(), size: self.written })
+    }
+
+    async fn abort(mut self: Box<Self>) {
+        if let Some(writer) = self.writer.take() {
+            let _ = writer.abort().await;
+        }
+    }
+}
+
+#[async_trait]
+impl Store for S3Store {
+    async fn stat(&self, key: &FileKey) -> Result<Option<Entry>, StoreError> {
+        let path = self.file_path(key);
+        if !key.path.is_root() {
+            if let Some(meta) = self.head(&path).await? {
+                return Ok(Some(Entry::File(meta)));
+            }
+        }
+        // No object: a folder if anything lives below it.
+        let below = self.store.list_with_delimiter(Some(&path)).await.map_err(store_error)?;
+        let any = !below.objects.is_empty() || !below.common_prefixes.is_empty();
+        Ok(any.then_some(Entry::Folder))
+    }
+
+    async fn stat_past_version(&self, history: &str, version: &str) -> Result<Option<FileMeta>, StoreError> {
+        check_object_name(history)?;
+        check_object_name(version)?;
+        Ok(self.head(&self.version_path(history, version)).await?.map(|m| FileMeta { version: version.to_string(), ..m }))
+    }
+
+    async fn read(
+        &self,
+        key: &FileKey,
+        history: &str,
+        version: Option<&str>,
+        range: Option<(u64, u64)>,
+    ) -> Result<Option<Download>, StoreError> {
+        let path = match version {
+            Some(v) => {
+                check_object_name(history)?;
+                check_object_name(v)?;
+                self.version_path(history, v)
+            }
+            None => self.file_path(key),
+        };
+        let options = GetOptions { range: range.map(|(s, e)| GetRange::Bounded(s..e + 1)), ..Default::default() };
+        let result = match self.store.get_opts(&path, options).await {
+            Ok(result) => result,
+            Err(e) if is_not_found(&e) => return Ok(None),
+            Err(e) => return Err(store_error(e)),
+        };
+        let mut meta = meta_of(&result.meta, &result.attributes);
+        if let Some(v) = version {
+            meta.version = v.to_string();
+        }
+        let stream = result.into_stream().map_err(|e| std::io::Error::other(e.to_string())).boxed();
+        Ok(Some(Download { meta, stream }))
+    }
+
+    async fn begin_upload(&self, limit: u64) -> Result<Box<dyn Upload>, StoreError> {
+        let handle = Uuid::new_v4().simple().to_string();
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::Metadata(VERSION_ATTR.into()), AttributeValue::from(new_version()));
+        let options = PutMultipartOptions { attributes, ..Default::default() };
+        let upload = self.store.put_multipart_opts(&self.tmp(&handle), options).await.map_err(store_error)?;
+        Ok(Box::new(S3Upload {
+            writer: Some(WriteMultipart::new_with_chunk_size(upload, self.part_size)),
+            handle,
+            written: 0,
+            limit,
+        }))
+    }
+
+    async fn commit(&self, staged: Staged, key: &FileKey, history: &str, precondition: Precondition) -> Result<FileMeta, StoreError> {
+        check_object_name(&staged.handle)?;
+        let target = self.file_path(key);
+        let tmp = self.tmp(&staged.handle);
+        let result = self
+            .exclusive(&format!("content/{history}"), async {
+                let current = self.head(&target).await?;
+                let holds = match (&precondition, &current) {
+                    (Precondition::Version(v), Some(m)) => &m.version == v,
+                    (Precondition::Version(_), None) => return Err(StoreError::NotFound),
+                    (Precondition::Absent, existing) => existing.is_none(),
+                    (Precondition::Any, _) => true,
+                };
+                if !holds {
+                    return Err(StoreError::Conflict);
+                }
+                if let Some(old) = &current {
+                    self.keep_version(history, &target, &old.version).await?;
+                }
+                self.store.copy(&tmp, &target).await.map_err(store_error)?;
+                self.head(&target).await?.ok_or(StoreError::NotFound)
+            })
+            .await;
+        let _ = self.store.delete(&tmp).await;
+        result
+    }
+
+    async fn discard(&self, staged: Staged) {
+        if check_object_name(&staged.handle).is_ok() {
+            let _ = self.store.delete(&self.tmp(&staged.handle)).await;
+        }
+    }
+
+    async fn rename(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+        let (source, target) = (self.file_path(from), self.file_path(to));
+        self.exclusive(&format!("name/{target}"), async {
+            if self.head(&target).await?.is_some() {
+                return Err(StoreError::Conflict);
+            }
+            self.store.copy(&source, &target).await.map_err(store_error)?;
+            self.store.delete(&source).await.map_err(store_error)
+        })
+        .await
+    }
+
+    async fn delete(&self, key: &FileKey, history: &str) -> Result<(), StoreError> {
+        let path = self.file_path(key);
+        self.exclusive(&format!("content/{history}"), async {
+            let meta = self.head(&path).await?.ok_or(StoreError::NotFound)?;
+            self.keep_version(history, &path, &meta.version).await?;
+            self.store.delete(&path).await.map_err(store_error)
+        })
+        .await
+    }
+
+    async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
+        check_object_name(name)?;
+        match self.store.get(&self.object(name)).await {
+            Ok(result) => Ok(Some(result.bytes().await.map_err(store_error)?.to_vec())),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn put_object(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
+        check_object_name(name)?;
+        self.store.put(&self.object(name), PutPayload::from(data.to_vec())).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    async fn create_object(&self, name: &str, data: &[u8]) -> Result<bool, StoreError> {
+        self.swap_object(name, None, Some(data)).await
+    }
+
+    async fn delete_object(&self, name: &str) -> Result<(), StoreError> {
+        check_object_name(name)?;
+        match self.store.delete(&self.object(name)).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+
+    async fn swap_object(&self, name: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError> {
+        check_object_name(name)?;
+        self.exclusive(&format!("object/{name}"), async {
+            if self.get_object(name).await?.as_deref() != expected {
+                return Ok(false);
+            }
+            match new {
+                Some(data) => self.put_object(name, data).await?,
+                None => self.delete_object(name).await?,
+            }
+            Ok(true)
+        })
+        .await
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        match self.store.head(&self.internal("ping")).await {
+            Ok(_) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
+    }
+}
+
+/// Whether the server honours `If-None-Match: *` (create-if-absent): without it, marker
+/// objects cannot serve as a mutex and the store lock backend would not be safe.
+pub async fn honours_conditional_create(store: &dyn ObjectStore, prefix: &str) -> Result<bool, StoreError> {
+    let path = Path::from(format!("{prefix}.wopigate/probe/{}", Uuid::new_v4().simple()));
+    let create = || PutOptions { mode: PutMode::Create, ..Default::default() };
+    store.put_opts(&path, PutPayload::from_static(b"1"), create()).await.map_err(store_error)?;
+    let second = store.put_opts(&path, PutPayload::from_static(b"2"), create()).await;
+    let _ = store.delete(&path).await;
+    match second {
+        Err(object_store::Error::AlreadyExists { .. }) | Err(object_store::Error::Precondition { .. }) => Ok(true),
+        Ok(_) => Ok(false),
+        // NotImplemented and friends: not honoured either.
+        Err(object_store::Error::NotImplemented { .. }) | Err(object_store::Error::NotSupported { .. }) => Ok(false),
+        Err(e) => Err(store_error(e)),
+    }
+}
