@@ -95,12 +95,11 @@ def open_session(port: int) -> dict:
     return envelope["data"]
 
 
-def run(name: str, binary: str, validator: str, signed: bool) -> tuple:
+def run(name: str, binary: str, validator: str, signed: bool, backend_env: dict) -> tuple:
     """Returns (ok, passed, unexpected failures)."""
     with tempfile.TemporaryDirectory(prefix=f"wopigate-{name}-") as tmp:
         data = os.path.join(tmp, "data")
-        os.makedirs(os.path.join(data, "validator"))
-        open(os.path.join(data, "validator", "conformance.wopitest"), "wb").close()
+        os.makedirs(data)
         proof_args, element = [], ""
         if signed:
             keys = os.path.join(tmp, "keys")
@@ -126,6 +125,10 @@ def run(name: str, binary: str, validator: str, signed: bool) -> tuple:
             "WOPIGATE_LOG_FORMAT": "text",
             "RUST_LOG": "warn",
         }
+        env.update(backend_env)
+        # The empty test file goes in through wopigate itself, into whichever store is set.
+        subprocess.run([binary, "put", "validator/conformance.wopitest"], env=env, stdin=subprocess.DEVNULL,
+                       stdout=subprocess.DEVNULL, check=True)
         log_path = os.path.join(tmp, "wopigate.log")
         with open(log_path, "w") as log:
             proc = subprocess.Popen([binary], env=env, stdout=log, stderr=subprocess.STDOUT)
@@ -174,9 +177,13 @@ def main() -> int:
     ap = argparse.ArgumentParser()
     ap.add_argument("--binary", default=os.path.join(here, "..", "target", "debug", "wopigate"))
     ap.add_argument("--validator", default=os.path.join(here, "..", "..", "shared", "wopi-validator"))
+    ap.add_argument("--env", action="append", default=[], metavar="NAME=VALUE",
+                    help="extra WOPIGATE_* settings for the server (another store or lock backend)")
+    ap.add_argument("--label", default="local", help="names the backend in the output")
     args = ap.parse_args()
-    runs = [run("plain", args.binary, args.validator, signed=False),
-            run("proof-keys", args.binary, args.validator, signed=True)]
+    backend_env = dict(e.split("=", 1) for e in args.env)
+    runs = [run(f"{args.label}-plain", args.binary, args.validator, False, backend_env),
+            run(f"{args.label}-proof-keys", args.binary, args.validator, True, backend_env)]
     ok = all(r[0] for r in runs)
     print(f"conformance: {sum(r[1] for r in runs)} passed, {sum(r[2] for r in runs)} failed", flush=True)
     return 0 if ok else 1

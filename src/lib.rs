@@ -1,5 +1,6 @@
 //! wopigate: a stateless WOPI host gateway. See DESIGN.md for the parts and their contracts.
 
+pub mod admin;
 pub mod auth;
 pub mod clock;
 pub mod config;

@@ -6,8 +6,9 @@ use std::process::ExitCode;
 use wopigate::config::Config;
 use wopigate::{policy, telemetry, Application};
 
-const USAGE: &str = "usage: wopigate [serve | hash-password | hash-ticket]
+const USAGE: &str = "usage: wopigate [serve | put <owner>/<path> | hash-password | hash-ticket]
   serve          run the service (default), configured by WOPIGATE_* variables (see README)
+  put            store stdin as the file <owner>/<path> in the configured store (local or S3)
   hash-password  read a share password on stdin, print its Argon2 hash for a share manifest
   hash-ticket    read a purchase ticket on stdin, print its SHA-256 for a share manifest";
 
@@ -16,6 +17,7 @@ async fn main() -> ExitCode {
     let command = std::env::args().nth(1);
     match command.as_deref() {
         None | Some("serve") => serve().await,
+        Some("put") => put(std::env::args().nth(2)).await,
         Some("hash-password") => print_hash(policy::hash_password),
         Some("hash-ticket") => print_hash(policy::sha256_hex),
         Some("-h" | "--help" | "help") => {
@@ -42,6 +44,38 @@ fn print_hash(hash: fn(&str) -> String) -> ExitCode {
     }
     println!("{}", hash(value));
     ExitCode::SUCCESS
+}
+
+/// `wopigate put alice/Docs/report.docx < report.docx`: the same atomic write as a WOPI save.
+async fn put(target: Option<String>) -> ExitCode {
+    let Some((owner, path)) = target.as_deref().and_then(|t| t.split_once('/')) else {
+        eprintln!("wopigate: usage: wopigate put <owner>/<path> < file");
+        return ExitCode::from(2);
+    };
+    let key = match (wopigate::uri::is_valid_id(owner), wopigate::uri::RelPath::parse_plain(path)) {
+        (true, Ok(path)) if !path.is_root() => wopigate::store::FileKey { owner: owner.to_string(), path },
+        _ => {
+            eprintln!("wopigate: '{}' is not <owner>/<path> with a valid user id and path", target.unwrap_or_default());
+            return ExitCode::from(2);
+        }
+    };
+    let config = match Config::from_env() {
+        Ok(config) => config,
+        Err(e) => {
+            eprintln!("wopigate: configuration error: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    match wopigate::admin::put(&config, &key, tokio::io::stdin()).await {
+        Ok(meta) => {
+            println!("stored {owner}/{path}: {} bytes, version {}", meta.size, meta.version);
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("wopigate: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn serve() -> ExitCode {

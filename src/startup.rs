@@ -23,6 +23,13 @@ use crate::store::local::LocalStore;
 use crate::store::Store;
 use crate::token::{dev_key, TokenKeys};
 
+/// Opens the configured store and lock backends (the tests run their contract suites on what
+/// this returns).
+pub async fn open_backends(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
+    let local = LocalStore::open(&config.data_dir, config.keep_versions)?;
+    backends(config, local).await
+}
+
 /// Picks the store and lock backends once, from configuration.
 async fn backends(config: &Config, local: LocalStore) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
     let timeout = Duration::from_secs(config.backend_timeout_secs);

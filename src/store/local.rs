@@ -100,23 +100,39 @@ impl Paths {
         Ok(Some(real))
     }
 
-    /// Where a file at `key` is (or would be) written: its folder must exist and be a user
-    /// folder; the name itself must not be a symlink out of the root.
+    /// Where a file at `key` is (or would be) written. Missing folders are created (as on S3,
+    /// where folders are implicit), but only below an existing ancestor that is itself a user
+    /// folder, so a symlink cannot redirect the creation; the name itself must not be a
+    /// symlink out of the root either.
     fn writable(&self, key: &FileKey) -> Result<PathBuf, StoreError> {
         let name = key.path.file_name().ok_or(StoreError::NotFound)?;
-        let parent = FileKey { owner: key.owner.clone(), path: key.path.parent() };
-        let folder = match self.existing(&parent)? {
-            Some(folder) => folder,
-            // The owner's root folder appears on first write.
-            None if parent.path.is_root() => {
-                let dir = self.root.join(&key.owner);
-                std::fs::create_dir_all(&dir)?;
-                dir.canonicalize()?
+        let segments = key.path.parent();
+        let mut folder = self.root.join(&key.owner);
+        for segment in segments.segments() {
+            folder.push(segment);
+        }
+        let mut ancestor = folder.clone();
+        let existing = loop {
+            match ancestor.canonicalize() {
+                Ok(real) => break real,
+                Err(e) if e.kind() == ErrorKind::NotFound => {
+                    if !ancestor.pop() {
+                        return Err(StoreError::NotFound);
+                    }
+                }
+                Err(e) => return Err(e.into()),
             }
-            None => return Err(StoreError::NotFound),
         };
-        if !folder.is_dir() {
+        if existing != self.root && !self.is_user_path(&existing) {
+            return Err(StoreError::Escape);
+        }
+        if !existing.is_dir() {
             return Err(StoreError::NotFound);
+        }
+        std::fs::create_dir_all(&folder)?;
+        let folder = folder.canonicalize()?;
+        if !self.is_user_path(&folder) {
+            return Err(StoreError::Escape);
         }
         let path = folder.join(name);
         if let Ok(real) = path.canonicalize() {

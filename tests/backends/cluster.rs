@@ -1,0 +1,161 @@
+//! wopigate replicas as real processes sharing only the key ring, an S3 bucket and Redis.
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{encode, EncodingKey, Header};
+use object_store::aws::AmazonS3Builder;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStoreExt, PutPayload};
+use serde_json::{json, Value};
+
+use crate::servers::{free_port, Garage, Redis};
+
+pub const TOKEN_SECRET: &str = "cluster-token-secret-cluster-token-secret-01";
+pub const CALLER_SECRET: &str = "cluster-caller-secret-cluster-caller-secret";
+pub const VIEWER: &str = "11111111-1111-4111-8111-111111111111";
+
+pub struct Replica {
+    pub port: u16,
+    child: Option<Child>,
+    _data: tempfile::TempDir,
+}
+
+impl Replica {
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    /// SIGKILL: no shutdown, no cleanup.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+impl Drop for Replica {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+pub struct Cluster {
+    pub garage: Garage,
+    pub redis: Redis,
+    pub prefix: String,
+    pub replicas: Vec<Replica>,
+    pub client: reqwest::Client,
+}
+
+fn viewers() -> String {
+    let discovery = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/discovery/collabora.xml");
+    json!([{"id": VIEWER, "name": "Collabora", "discovery": discovery}]).to_string()
+}
+
+impl Cluster {
+    /// Garage, Redis and `n` replicas; `None` when the servers are not installed (optional).
+    pub async fn start(n: usize, extra: &[(&str, &str)]) -> Option<Cluster> {
+        let garage = Garage::start()?;
+        let redis = Redis::start()?;
+        let prefix = format!("cluster-{}", uuid::Uuid::new_v4().simple());
+        let mut cluster = Cluster { garage, redis, prefix, replicas: Vec::new(), client: reqwest::Client::new() };
+        for _ in 0..n {
+            let replica = cluster.spawn(extra).await;
+            cluster.replicas.push(replica);
+        }
+        Some(cluster)
+    }
+
+    pub async fn spawn(&self, extra: &[(&str, &str)]) -> Replica {
+        let port = free_port();
+        let data = tempfile::tempdir().unwrap();
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wopigate"));
+        cmd.env_clear()
+            .env("PATH", std::env::var("PATH").unwrap_or_default())
+            .env("WOPIGATE_BIND", format!("127.0.0.1:{port}"))
+            .env("WOPIGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+            .env("WOPIGATE_DATA_DIR", data.path())
+            .env("WOPIGATE_TOKEN_SECRET", TOKEN_SECRET)
+            .env("WOPIGATE_CALLER_JWT_SECRET", CALLER_SECRET)
+            .env("WOPIGATE_VIEWERS", viewers())
+            .env("WOPIGATE_LOCKS", "redis")
+            .env("WOPIGATE_REDIS_URL", self.redis.url())
+            .env("WOPIGATE_BACKEND_TIMEOUT_SECS", "2")
+            .env("WOPIGATE_LOG_FORMAT", "text")
+            .env("RUST_LOG", "warn")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        for (k, v) in self.garage.env(&self.prefix) {
+            cmd.env(k, v);
+        }
+        for (k, v) in extra {
+            cmd.env(k, v);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Ok(r) = self.client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+                if r.status().is_success() {
+                    break;
+                }
+            }
+            if let Ok(Some(status)) = child.try_wait() {
+                panic!("replica exited early: {status}");
+            }
+            assert!(Instant::now() < deadline, "replica did not become ready");
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        Replica { port, child: Some(child), _data: data }
+    }
+
+    /// Puts a user file straight into the bucket, as the platform would.
+    pub async fn seed(&self, owner: &str, path: &str, content: &[u8]) {
+        let store = AmazonS3Builder::new()
+            .with_endpoint(self.garage.endpoint())
+            .with_region("garage")
+            .with_bucket_name(&self.garage.bucket)
+            .with_access_key_id(&self.garage.key_id)
+            .with_secret_access_key(&self.garage.secret)
+            .with_allow_http(true)
+            .with_disable_tagging(true)
+            .build()
+            .unwrap();
+        let key = ObjectPath::from(format!("{}/{owner}/{path}", self.prefix));
+        store.put(&key, PutPayload::from(content.to_vec())).await.unwrap();
+    }
+
+    /// A viewer session opened on `replica`: (token, file id).
+    pub async fn session(&self, replica: usize, user: &str, uri: &str) -> (String, String) {
+        let jwt = encode(
+            &Header::default(),
+            &json!({"sub": user, "name": user, "exp": chrono::Utc::now().timestamp() + 600}),
+            &EncodingKey::from_secret(CALLER_SECRET.as_bytes()),
+        )
+        .unwrap();
+        let envelope: Value = self
+            .client
+            .put(self.replicas[replica].url("/api/v4/file/viewerSession"))
+            .bearer_auth(jwt)
+            .body(json!({"uri": uri, "viewer_id": VIEWER, "preferred_action": "edit"}).to_string())
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        assert_eq!(envelope["code"], 0, "{envelope}");
+        let token = envelope["data"]["session"]["access_token"].as_str().unwrap().to_string();
+        let payload = token.split('.').nth(1).unwrap();
+        use base64::Engine;
+        let claims: Value =
+            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
+        (token, claims["fid"].as_str().unwrap().to_string())
+    }
+
+    pub fn file_url(&self, replica: usize, fid: &str, suffix: &str, token: &str) -> String {
+        self.replicas[replica].url(&format!("/wopi/files/{fid}{suffix}?access_token={token}"))
+    }
+}
