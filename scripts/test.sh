@@ -19,16 +19,35 @@ if ! python3 -c 'import cryptography' 2>/dev/null; then
   python3 -m pip install --quiet --disable-pip-version-check 'cryptography>=41'
 fi
 
-log "unit and HTTP integration tests"
+# Real servers for the backend tests: Redis from Debian, Garage (S3-compatible) from crates.io,
+# built once into target/tools (inside the repo, so nothing outside it is relied on).
+if ! command -v redis-server >/dev/null 2>&1; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q redis-server >/dev/null
+fi
+GARAGE_VERSION=2.5.0
+GARAGE=target/tools/bin/garage
+if ! "$GARAGE" --version 2>/dev/null | grep -q "$GARAGE_VERSION"; then
+  log "building Garage $GARAGE_VERSION (S3-compatible server for the tests; first run only)"
+  cargo install garage --version "$GARAGE_VERSION" --locked --no-default-features \
+    --features lmdb,bundled-libs --root target/tools --quiet
+fi
+export WOPIGATE_TEST_GARAGE="$PWD/$GARAGE"
+export WOPIGATE_TEST_REDIS_SERVER="$(command -v redis-server)"
+export WOPIGATE_TEST_REQUIRE_BACKENDS=1
+redis-server --version
+
+log "unit, HTTP integration and backend tests"
 cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
 
-log "WOPI conformance suite (../shared/wopi-validator)"
+log "WOPI conformance suite (../shared/wopi-validator) on the local store"
 cargo build --locked --bin wopigate
 python3 scripts/conformance.py 2>&1 | tee target/conformance-output.txt
 
 log "summary"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
-grep -E '^(wopivalidate|conformance run)' target/conformance-output.txt
-conf_passed=$(grep -Eo '^conformance: [0-9]+ passed' target/conformance-output.txt | awk '{print $2}')
+grep -E '^(wopivalidate|conformance run)' target/conformance-output.txt target/conformance-s3-redis.txt
+conf_passed=$(cat target/conformance-output.txt target/conformance-s3-redis.txt | grep -Eo '^conformance: [0-9]+ passed' | awk '{s+=$2} END {print s+0}')
 echo "cargo test: ${passed} passed"
 echo "all: $((passed + conf_passed)) passed, 0 failed"

@@ -170,11 +170,34 @@ fn new_version() -> String {
     format!("{:x}-{}", Utc::now().timestamp_micros(), &Uuid::new_v4().simple().to_string()[..8])
 }
 
+/// An upload that stays one PUT while it fits in a part, and becomes a multipart upload
+/// (at most two parts in flight) once it outgrows one: memory is bounded by the part size, and
+/// small or empty files cost a single request (S3 rejects empty parts).
 struct S3Upload {
+    store: Arc<dyn ObjectStore>,
+    path: Path,
+    attributes: Attributes,
+    part_size: usize,
+    buffer: Vec<Bytes>,
+    buffered: usize,
     writer: Option<WriteMultipart>,
     handle: String,
     written: u64,
     limit: u64,
+}
+
+impl S3Upload {
+    async fn start_multipart(&mut self) -> Result<(), StoreError> {
+        let options = PutMultipartOptions { attributes: self.attributes.clone(), ..Default::default() };
+        let upload = self.store.put_multipart_opts(&self.path, options).await.map_err(store_error)?;
+        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
+        for chunk in self.buffer.drain(..) {
+            writer.put(chunk);
+        }
+        self.buffered = 0;
+        self.writer = Some(writer);
+        Ok(())
+    }
 }
 
 #[async_trait]
@@ -184,16 +207,31 @@ impl Upload for S3Upload {
         if self.written > self.limit {
             return Err(StoreError::TooLarge(self.limit));
         }
+        if self.writer.is_none() {
+            self.buffered += chunk.len();
+            self.buffer.push(chunk);
+            if self.buffered > self.part_size {
+                self.start_multipart().await?;
+            }
+            return Ok(());
+        }
         let writer = self.writer.as_mut().ok_or(StoreError::NotFound)?;
-        // At most two parts in flight: memory stays bounded by the part size.
         writer.wait_for_capacity(2).await.map_err(store_error)?;
         writer.put(chunk);
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Staged, StoreError> {
-        let writer = self.writer.take().ok_or(StoreError::NotFound)?;
-        writer.finish().await.map_err(store_error)?;
+        match self.writer.take() {
+            Some(writer) => {
+                writer.finish().await.map_err(store_error)?;
+            }
+            None => {
+                let payload: PutPayload = self.buffer.drain(..).collect();
+                let options = PutOptions { attributes: self.attributes.clone(), ..Default::default() };
+                self.store.put_opts(&self.path, payload, options).await.map_err(store_error)?;
+            }
+        }
         Ok(Staged { handle: self.handle.clone(), size: self.written })
     }
 
@@ -258,10 +296,14 @@ impl Store for S3Store {
         let handle = Uuid::new_v4().simple().to_string();
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::Metadata(VERSION_ATTR.into()), AttributeValue::from(new_version()));
-        let options = PutMultipartOptions { attributes, ..Default::default() };
-        let upload = self.store.put_multipart_opts(&self.tmp(&handle), options).await.map_err(store_error)?;
         Ok(Box::new(S3Upload {
-            writer: Some(WriteMultipart::new_with_chunk_size(upload, self.part_size)),
+            store: self.store.clone(),
+            path: self.tmp(&handle),
+            attributes,
+            part_size: self.part_size,
+            buffer: Vec::new(),
+            buffered: 0,
+            writer: None,
             handle,
             written: 0,
             limit,

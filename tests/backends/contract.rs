@@ -60,6 +60,12 @@ async fn store_contract(store: &dyn Store) {
     assert_eq!(read_all(store, &a, "h1", Some(&first.version), None).await, b"one");
     assert!(store.stat_past_version("h1", "nope-1").await.unwrap().is_none());
 
+    // An empty file (a new document) is a file too: S3 rejects empty multipart parts.
+    let empty = key("u1", "Docs/new.docx");
+    let meta = store.commit(upload(store, b"").await, &empty, "h4", Precondition::Absent).await.unwrap();
+    assert_eq!(meta.size, 0);
+    assert!(read_all(store, &empty, "h4", None, None).await.is_empty());
+
     // A big streamed upload (several parts) round-trips byte for byte.
     let big: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let b = key("u1", "big.bin");
