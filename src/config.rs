@@ -109,6 +109,9 @@ fn default_part_size() -> usize {
 fn default_backend_timeout() -> u64 {
     5
 }
+fn default_shutdown_grace() -> u64 {
+    30
+}
 fn default_log_format() -> String {
     "json".into()
 }
@@ -177,6 +180,8 @@ struct RawConfig {
     redis_url: Option<Secret>,
     #[serde(default = "default_backend_timeout")]
     backend_timeout_secs: u64,
+    #[serde(default = "default_shutdown_grace")]
+    shutdown_grace_secs: u64,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -323,6 +328,8 @@ pub struct Config {
     pub locks: LockConfig,
     /// Every call to S3 or Redis gives up after this long.
     pub backend_timeout_secs: u64,
+    /// On SIGTERM: stop accepting, give in-flight requests this long to finish, exit 0.
+    pub shutdown_grace_secs: u64,
 }
 
 impl Config {
@@ -433,6 +440,7 @@ impl Config {
             store,
             locks,
             backend_timeout_secs: raw.backend_timeout_secs,
+            shutdown_grace_secs: raw.shutdown_grace_secs,
         })
     }
 }

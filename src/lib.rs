@@ -7,6 +7,7 @@ pub mod config;
 pub mod discovery;
 pub mod http;
 pub mod locks;
+pub mod metrics;
 pub mod policy;
 pub mod proof;
 pub mod session;

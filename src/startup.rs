@@ -17,6 +17,7 @@ use crate::locks::redis::{self, RedisLocks};
 use crate::store::mutex::{CommitMutex, ObjectMutex, RedisMutex};
 use crate::store::s3::{self, S3Store};
 use crate::discovery::Viewers;
+use crate::metrics::Metrics;
 use crate::http::{self, RequestSpan};
 use crate::state::AppState;
 use crate::store::local::LocalStore;
@@ -26,12 +27,15 @@ use crate::token::{dev_key, TokenKeys};
 /// Opens the configured store and lock backends (the tests run their contract suites on what
 /// this returns).
 pub async fn open_backends(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
-    let local = LocalStore::open(&config.data_dir, config.keep_versions)?;
+    let local = match config.store {
+        StoreConfig::Local => Some(LocalStore::open(&config.data_dir, config.keep_versions)?),
+        StoreConfig::S3(_) => None,
+    };
     backends(config, local).await
 }
 
 /// Picks the store and lock backends once, from configuration.
-async fn backends(config: &Config, local: LocalStore) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
+async fn backends(config: &Config, local: Option<LocalStore>) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
     let timeout = Duration::from_secs(config.backend_timeout_secs);
     let redis = match &config.locks {
         LockConfig::Redis { url } => Some(redis::connect(url.expose(), timeout).await.map_err(|e| {
@@ -40,7 +44,7 @@ async fn backends(config: &Config, local: LocalStore) -> Result<(Arc<dyn Store>,
         LockConfig::Store => None,
     };
     let store: Arc<dyn Store> = match &config.store {
-        StoreConfig::Local => Arc::new(local),
+        StoreConfig::Local => Arc::new(local.ok_or_else(|| ConfigError::new("WOPIGATE_DATA_DIR", "the local store is not open"))?),
         StoreConfig::S3(s3) => {
             let client = s3::client(s3, timeout)
                 .map_err(|e| ConfigError::new("WOPIGATE_S3_ENDPOINT", format!("cannot configure the S3 client: {e}")))?;
@@ -93,9 +97,15 @@ impl Application {
 
     /// As `build`, with another clock (tests move time to expire locks).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
-        let local = LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| {
-            ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
-        })?;
+        // The data directory is touched only when it is used (local store, development key):
+        // on S3 with a configured key the container's root file system can be read-only.
+        let needs_local = matches!(config.store, StoreConfig::Local) || config.token.current.is_none();
+        let local = match needs_local {
+            true => Some(LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| {
+                ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
+            })?),
+            false => None,
+        };
         let current = match &config.token.current {
             Some(key) => key.clone(),
             None if config.production => {
@@ -106,31 +116,37 @@ impl Application {
                 .into())
             }
             None => {
-                let key = dev_key(local.root())?;
+                let root = local.as_ref().map(|l| l.root().to_path_buf()).unwrap_or_else(|| config.data_dir.clone());
+                let key = dev_key(&root)?;
                 tracing::warn!(
                     "WOPIGATE_TOKEN_SECRET is not set: signing access tokens with a generated development key \
                      kept in {}/.wopigate/dev-token-secret. Set WOPIGATE_TOKEN_SECRET before exposing this service.",
-                    local.root().display()
+                    root.display()
                 );
                 key
             }
         };
         let tokens = TokenKeys::new(&config.token, &current, config.clock_skew_secs)?;
         let callers = CallerVerifier::new(&config.caller_jwt, config.clock_skew_secs)?;
-        let viewers = Arc::new(Viewers::new(&config));
+        let metrics = Arc::new(Metrics::new());
+        let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
         viewers.spawn_refresher();
         let (store, locks) = backends(&config, local).await?;
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { config, store, locks, clock, tokens, callers, viewers });
+        let state = web::Data::new(AppState { config, store, locks, clock, tokens, callers, viewers, metrics });
+        let grace = state.config.shutdown_grace_secs;
         let server = HttpServer::new(move || {
             App::new()
+                .wrap(actix_web::middleware::from_fn(crate::metrics::track))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
                 .configure(http::routes)
         })
+        // SIGTERM/SIGINT: stop accepting, let in-flight requests finish within the grace period.
+        .shutdown_timeout(grace)
         .listen(listener)?
         .run();
         Ok(Application { port, server })

@@ -7,6 +7,7 @@ use crate::clock::Clock;
 use crate::config::Config;
 use crate::discovery::Viewers;
 use crate::locks::LockStore;
+use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::token::TokenKeys;
 
@@ -19,5 +20,6 @@ pub struct AppState {
     pub tokens: TokenKeys,
     pub callers: CallerVerifier,
     pub viewers: Arc<Viewers>,
+    pub metrics: Arc<Metrics>,
 }
 

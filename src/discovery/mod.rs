@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 use crate::config::{Config, ViewerConfig};
+use crate::metrics::Metrics;
 use crate::token::Action;
 pub use parse::{Discovery, ProofKeys, RsaPublicKey};
 
@@ -59,10 +60,11 @@ pub struct Viewers {
     refresh: Duration,
     retry: Duration,
     lang: String,
+    metrics: Arc<Metrics>,
 }
 
 impl Viewers {
-    pub fn new(config: &Config) -> Viewers {
+    pub fn new(config: &Config, metrics: Arc<Metrics>) -> Viewers {
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.discovery_timeout_secs))
             .connect_timeout(Duration::from_secs(config.discovery_timeout_secs))
@@ -78,6 +80,7 @@ impl Viewers {
             refresh: Duration::from_secs(config.discovery_refresh_secs),
             retry: Duration::from_secs(config.discovery_retry_secs),
             lang: config.lang.clone(),
+            metrics,
         }
     }
 
@@ -139,6 +142,7 @@ impl Viewers {
 
     async fn fetch(&self, entry: &ViewerEntry) -> Result<Arc<Discovery>, DiscoveryError> {
         let result = self.load(&entry.config.discovery).await;
+        self.metrics.discovery_fetched(&entry.config.name, result.is_ok());
         let mut state = entry.state.write().unwrap_or_else(|p| p.into_inner());
         match result {
             Ok(doc) => {

@@ -17,6 +17,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/site/config/explorer", web::get().to(api::explorer_config)),
     )
     .configure(wopi::routes)
+    .route("/metrics", web::get().to(crate::metrics::endpoint))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
 }

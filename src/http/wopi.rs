@@ -4,11 +4,12 @@
 use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Payload};
-use actix_web::{HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
 use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::locks::{LockOp, LockOutcome};
+use crate::metrics::WopiOp;
 use crate::proof::ProofHeaders;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -50,9 +51,10 @@ fn access_token(req: &HttpRequest) -> Option<String> {
         })
 }
 
-/// Names the operation and file in the request's log line (the session follows once the
-/// token is verified).
-fn record(op: &str, file_id: Option<&str>) {
+/// Names the operation and file in the request's log line and metrics (the session follows
+/// once the token is verified).
+fn record(req: &HttpRequest, op: &'static str, file_id: Option<&str>) {
+    req.extensions_mut().insert(WopiOp(op));
     let span = tracing::Span::current();
     span.record("wopi_op", op);
     if let Some(id) = file_id {
@@ -87,14 +89,14 @@ fn json_ok(body: serde_json::Value) -> HttpResponse {
 
 /// `GET /wopi/files/{id}`
 async fn check_file_info(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
-    record("CheckFileInfo", Some(&id));
+    record(&req, "CheckFileInfo", Some(&id));
     let session = file_session(&req, &app, &id).await?;
     Ok(json_ok(wopi::check_file_info(&app, &session).await?))
 }
 
 /// `GET /wopi/files/{id}/contents`
 async fn get_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
-    record("GetFile", Some(&id));
+    record(&req, "GetFile", Some(&id));
     let session = file_session(&req, &app, &id).await?;
     let content = wopi::get_file(&app, &session, header(&req, "x-wopi-maxexpectedsize"), header(&req, "range")).await?;
     let mut response = match content.range {
@@ -118,10 +120,10 @@ async fn get_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<Stri
 async fn put_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>, body: Payload) -> Result<HttpResponse, WopiError> {
     let override_ = header(&req, "x-wopi-override").unwrap_or_default();
     if !override_.eq_ignore_ascii_case("PUT") {
-        record("Unknown", Some(&id));
+        record(&req, "Unknown", Some(&id));
         return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /contents")));
     }
-    record("PutFile", Some(&id));
+    record(&req, "PutFile", Some(&id));
     let session = file_session(&req, &app, &id).await?;
     let request = PutFileRequest {
         lock: header(&req, "x-wopi-lock"),
@@ -151,7 +153,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
         _ => None,
     };
     if let Some(op) = lock_op {
-        record(op.name(), Some(&id));
+        record(&req, op.name(), Some(&id));
         let session = file_session(&req, &app, &id).await?;
         let (outcome, version) = wopi::lock(&app, &session, op).await?;
         return match outcome {
@@ -171,7 +173,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
     }
     match override_.as_str() {
         "PUT_RELATIVE" => {
-            record("PutRelativeFile", Some(&id));
+            record(&req, "PutRelativeFile", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             let request = RelativeRequest {
                 suggested: header(&req, "x-wopi-suggestedtarget"),
@@ -183,26 +185,26 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
             Ok(json_ok(serde_json::to_value(created).unwrap_or_default()))
         }
         "RENAME_FILE" => {
-            record("RenameFile", Some(&id));
+            record(&req, "RenameFile", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             let name = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
             Ok(json_ok(json!({"Name": name})))
         }
         "DELETE" => {
-            record("DeleteFile", Some(&id));
+            record(&req, "DeleteFile", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             wopi::delete(&app, &session).await?;
             Ok(HttpResponse::Ok().finish())
         }
         "PUT_USER_INFO" => {
-            record("PutUserInfo", Some(&id));
+            record(&req, "PutUserInfo", Some(&id));
             let session = file_session(&req, &app, &id).await?;
             let text = read_small_body(body, 4096).await?;
             wopi::put_user_info(&app, &session, &text).await?;
             Ok(HttpResponse::Ok().finish())
         }
         other => {
-            record("Unknown", Some(&id));
+            record(&req, "Unknown", Some(&id));
             // Still authenticate: an unknown operation must not reveal more to a stranger.
             file_session(&req, &app, &id).await?;
             Err(WopiError::NotImplemented(format!("X-WOPI-Override '{other}'")))
@@ -224,7 +226,7 @@ async fn read_small_body(mut body: Payload, limit: usize) -> Result<Vec<u8>, Wop
 
 /// `GET /wopi/ecosystem`: CheckEcosystem.
 async fn check_ecosystem(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
-    record("CheckEcosystem", None);
+    record(&req, "CheckEcosystem", None);
     authorize(&req, &app, None).await?;
     Ok(json_ok(wopi::check_ecosystem()))
 }
@@ -233,11 +235,11 @@ async fn check_ecosystem(req: HttpRequest, app: web::Data<AppState>) -> Result<H
 async fn ecosystem_operation(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
     let override_ = header(&req, "x-wopi-override").unwrap_or_default();
     if !override_.eq_ignore_ascii_case("GET_WOPI_SRC_WITH_ACCESS_TOKEN") {
-        record("Unknown", None);
+        record(&req, "Unknown", None);
         authorize(&req, &app, None).await?;
         return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /ecosystem")));
     }
-    record("GetFileWopiSrc", None);
+    record(&req, "GetFileWopiSrc", None);
     let (_, claims) = authorize(&req, &app, None).await?;
     let url = wopi::get_file_wopi_src(&app, &claims, header(&req, "x-wopi-hostnativefilename")).await?;
     Ok(json_ok(json!({"Url": url})))

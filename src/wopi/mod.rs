@@ -16,7 +16,7 @@ use crate::policy::{self, PolicyError};
 use crate::proof::{self, ProofCheck, ProofHeaders};
 use crate::state::AppState;
 use crate::store::{ids, ByteStream, Entry, FileKey, FileMeta, Precondition, StoreError};
-use crate::token::{AccessClaims, Action, Grant};
+use crate::token::{AccessClaims, Action, Grant, TokenError};
 use crate::uri::{CanonicalUri, FileUri, RelPath};
 
 #[derive(Debug, thiserror::Error)]
@@ -100,14 +100,24 @@ pub async fn authorize(
     called: &CalledUrl<'_>,
     proof: &ProofHeaders<'_>,
 ) -> Result<(String, AccessClaims), WopiError> {
-    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| WopiError::Unauthorized("no access_token".into()))?;
-    let claims = app.tokens.verify(token).map_err(|e| WopiError::Unauthorized(e.to_string()))?;
+    let rejected = |reason: &str, message: String| {
+        app.metrics.token_rejected(reason);
+        WopiError::Unauthorized(message)
+    };
+    let token = token.filter(|t| !t.is_empty()).ok_or_else(|| rejected("missing", "no access_token".into()))?;
+    let claims = app.tokens.verify(token).map_err(|e| match e {
+        TokenError::Expired => rejected("expired", e.to_string()),
+        _ => rejected("invalid", e.to_string()),
+    })?;
     if let Some(file_id) = file_id {
         if claims.fid != file_id {
-            return Err(WopiError::Unauthorized("the access token belongs to another file".into()));
+            return Err(rejected("wrong_file", "the access token belongs to another file".into()));
         }
     }
-    check_proof(app, &claims, token, called, proof).await?;
+    if let Err(e) = check_proof(app, &claims, token, called, proof).await {
+        app.metrics.proof_failed();
+        return Err(e);
+    }
     Ok((token.to_string(), claims))
 }
 

@@ -1,6 +1,7 @@
 //! HTTP integration tests: the real app on a random port, a real store in a temp directory.
 
 mod helpers;
+mod ops;
 mod process;
 mod proof;
 mod tokens;

@@ -163,3 +163,103 @@ async fn log_lines_carry_the_correlation_id_and_never_tokens() {
     assert!(!stderr.contains(&jwt), "caller JWTs never reach the log");
     assert!(!stderr.contains(TOKEN_SECRET) && !stderr.contains(CALLER_SECRET));
 }
+
+#[tokio::test]
+async fn sigterm_lets_uploads_finish_then_exits_zero() {
+    use std::io::{Read as _, Write as _};
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = base_env(port, dir.path(), &[("WOPIGATE_SHUTDOWN_GRACE_SECS", "10")]);
+    std::fs::create_dir_all(dir.path().join("u1")).unwrap();
+    std::fs::write(dir.path().join("u1/a.docx"), b"").unwrap();
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let client = reqwest::Client::new();
+    let ok: Value = client
+        .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
+        .bearer_auth(caller_jwt("u1", "U"))
+        .body(json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ok["data"]["session"]["access_token"].as_str().unwrap().to_string();
+    let fid = claims_of(&token)["fid"].as_str().unwrap().to_string();
+
+    // An upload (of an empty file: no lock needed) is half sent when SIGTERM arrives.
+    let body = vec![b'z'; 2 * 1024 * 1024];
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    write!(stream, "POST /wopi/files/{fid}/contents?access_token={token} HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\nContent-Length: {}\r\nConnection: close\r\n\r\n", body.len()).unwrap();
+    stream.write_all(&body[..body.len() / 2]).unwrap();
+    stream.flush().unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let pid = child.id().to_string();
+    assert!(std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+
+    // New connections are refused while the in-flight upload may finish.
+    assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "stopped accepting");
+    stream.write_all(&body[body.len() / 2..]).unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 200"), "the in-flight upload completed: {response}");
+
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "exit 0 after a graceful stop");
+    assert_eq!(std::fs::read(dir.path().join("u1/a.docx")).unwrap(), body, "the upload was written whole");
+}
+
+#[tokio::test]
+async fn secrets_never_reach_logs_or_error_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let redis_url = "redis://:redis-password-never-logged@127.0.0.1:1/0";
+    let env = base_env(port, dir.path(), &[]);
+    std::fs::create_dir_all(dir.path().join("owner")).unwrap();
+    std::fs::write(dir.path().join("owner/s.docx"), b"x").unwrap();
+    let password = "share-password-never-logged";
+    let share = json!({"owner": "owner", "path": "s.docx", "password_hash": wopigate::policy::hash_password(password)});
+    std::fs::create_dir_all(dir.path().join(".wopigate/objects/shares")).unwrap();
+    std::fs::write(dir.path().join(".wopigate/objects/shares/sh.json"), share.to_string()).unwrap();
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let client = reqwest::Client::new();
+    let jwt = caller_jwt("guest", "G");
+    let open = |uri: String| {
+        let request = client
+            .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
+            .bearer_auth(&jwt)
+            .body(json!({"uri": uri, "viewer_id": COLLABORA, "preferred_action": "view"}).to_string());
+        async move { request.send().await.unwrap().text().await.unwrap() }
+    };
+    let ok: Value = serde_json::from_str(&open(format!("cloudreve://sh:{password}@share/")).await).unwrap();
+    let token = ok["data"]["session"]["access_token"].as_str().unwrap_or_default().to_string();
+    assert!(!token.is_empty(), "{ok}");
+    // Only failures from here on: none may echo a secret back.
+    let mut bodies = String::new();
+    for uri in [format!("cloudreve://sh:{password}x@share/"), format!("cloudreve://sh:{password}@share/../x"), format!("cloudreve://sh:{password}@share/missing.docx")] {
+        bodies.push_str(&open(uri).await);
+    }
+    let fid = claims_of(&token)["fid"].as_str().unwrap().to_string();
+    // WOPI errors with the token in the URL, a tampered token, and a bad one in the header.
+    for url in [
+        format!("http://127.0.0.1:{port}/wopi/files/{fid}/contents?access_token={token}x"),
+        format!("http://127.0.0.1:{port}/wopi/files/AAAAAAAAAAAAAAAAAAAAAA?access_token={token}"),
+    ] {
+        bodies.push_str(&client.get(url).send().await.unwrap().text().await.unwrap());
+    }
+    let r = client.get(format!("http://127.0.0.1:{port}/wopi/files/{fid}")).bearer_auth(format!("{token}y")).send().await.unwrap();
+    bodies.push_str(&format!("{:?}", r.headers()));
+    bodies.push_str(&r.text().await.unwrap());
+    let stderr = stop(child);
+    // A start-up failure with a secret in a bad setting: the message names the variable only.
+    let (_, startup) = run_failing(&base_env(free_port(), dir.path(), &[("WOPIGATE_LOCKS", "redis"), ("WOPIGATE_REDIS_URL", redis_url)]));
+    for secret in [token.as_str(), jwt.as_str(), password, TOKEN_SECRET, CALLER_SECRET, "redis-password-never-logged"] {
+        assert!(!stderr.contains(secret), "log leaks a secret");
+        assert!(!bodies.contains(secret), "an answer leaks a secret");
+        assert!(!startup.contains(secret), "a start-up error leaks a secret: {startup}");
+    }
+    assert!(startup.contains("WOPIGATE_REDIS_URL"), "{startup}");
+}

@@ -1,0 +1,25 @@
+# wopigate container image: build with the Rust toolchain, run on distroless as non-root.
+#   docker build -t wopigate:0.1.0 .
+#   docker run --read-only -p 8080:8080 -v wopigate-data:/data \
+#     -e WOPIGATE_TOKEN_SECRET=... -e WOPIGATE_VIEWERS='[...]' wopigate:0.1.0
+
+FROM rust:1.95-bookworm AS build
+WORKDIR /src
+# Manifests first, so dependency builds are cached across source changes.
+COPY Cargo.toml Cargo.lock ./
+COPY src ./src
+COPY benches ./benches
+COPY examples ./examples
+RUN cargo build --release --locked --bin wopigate
+
+FROM gcr.io/distroless/cc-debian12:nonroot
+COPY --from=build /src/target/release/wopigate /usr/local/bin/wopigate
+# Configured only through the environment; /data is needed only for the local store.
+ENV WOPIGATE_BIND=0.0.0.0:8080 \
+    WOPIGATE_DATA_DIR=/data \
+    WOPIGATE_LOG_FORMAT=json
+USER 65532:65532
+EXPOSE 8080
+VOLUME ["/data"]
+ENTRYPOINT ["/usr/local/bin/wopigate"]
+CMD ["serve"]
