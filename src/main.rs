@@ -86,7 +86,7 @@ async fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    telemetry::init(config.log_format);
+    let _log = telemetry::init(config.log_format);
     let bind = config.bind;
     let app = match Application::build(config).await {
         Ok(app) => app,

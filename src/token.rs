@@ -109,8 +109,18 @@ struct VerifyingKey {
     validation: Validation,
 }
 
+/// Verified tokens kept before their claims are checked again from scratch: clients present
+/// the same token on every call of a session.
+const VERIFIED_CACHE: usize = 4096;
+
 pub struct TokenKeys {
+    /// Tokens whose signature already verified, by their exact text; expiry is re-checked on
+    /// every hit. Bounded: cleared when full.
+    verified: std::sync::Mutex<HashMap<String, AccessClaims>>,
+    leeway: i64,
     algorithm: Algorithm,
+    /// The verifying key when the ring has exactly one.
+    only_key: Option<VerifyingKey>,
     current_kid: String,
     signing: EncodingKey,
     verifying: HashMap<String, VerifyingKey>,
@@ -150,8 +160,15 @@ impl TokenKeys {
             validation.set_required_spec_claims(&["exp", "nbf", "aud", "sub"]);
             verifying.insert(key.kid.clone(), VerifyingKey { key: decoding, validation });
         }
+        let only_key = match (config.previous.is_empty(), verifying.get(&current.kid)) {
+            (true, Some(key)) => Some(VerifyingKey { key: key.key.clone(), validation: key.validation.clone() }),
+            _ => None,
+        };
         let keys = TokenKeys {
+            verified: std::sync::Mutex::new(HashMap::new()),
+            leeway: leeway_secs as i64,
             algorithm,
+            only_key,
             current_kid: current.kid.clone(),
             signing,
             verifying,
@@ -180,7 +197,7 @@ impl TokenKeys {
         let (token, _) = self
             .mint(probe, chrono::Utc::now().timestamp(), None)
             .map_err(|_| ConfigError::new("WOPIGATE_TOKEN_PRIVATE_KEY", "cannot sign with the configured key"))?;
-        self.verify(&token).map(|_| ()).map_err(|_| {
+        self.verify_signature(&token).map(|_| ()).map_err(|_| {
             ConfigError::new("WOPIGATE_TOKEN_PUBLIC_KEY", "does not verify what the current private key signs")
         })
     }
@@ -219,19 +236,48 @@ impl TokenKeys {
         Ok((token, claims))
     }
 
+    /// Verifies a token: from the cache of verified tokens when it is there and still within
+    /// its validity, else in full (signature, expiry, audience) and then cached.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let header = decode_header(token).map_err(|e| TokenError::Invalid(crate::auth::describe(&e)))?;
-        let kid = header.kid.ok_or_else(|| TokenError::Invalid("no key id (kid)".into()))?;
-        let key = self
-            .verifying
-            .get(&kid)
-            .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?;
-        decode::<AccessClaims>(token, &key.key, &key.validation)
-            .map(|data| data.claims)
-            .map_err(|e| match e.kind() {
-                jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
-                _ => TokenError::Invalid(crate::auth::describe(&e)),
-            })
+        let now = chrono::Utc::now().timestamp();
+        let cached = self.verified.lock().ok().and_then(|cache| cache.get(token).cloned());
+        if let Some(claims) = cached {
+            if claims.exp + self.leeway > now && claims.nbf - self.leeway <= now {
+                return Ok(claims);
+            }
+        }
+        let claims = self.verify_signature(token)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), claims.clone());
+        }
+        Ok(claims)
+    }
+
+    /// The full check, without the cache.
+    pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let key = match &self.only_key {
+            // One key: its signature decides; reading the header first would only repeat work.
+            Some(key) => key,
+            None => {
+                let header = decode_header(token).map_err(|e| TokenError::Invalid(crate::auth::describe(&e)))?;
+                let kid = header.kid.ok_or_else(|| TokenError::Invalid("no key id (kid)".into()))?;
+                self.verifying
+                    .get(&kid)
+                    .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?
+            }
+        };
+        let data = decode::<AccessClaims>(token, &key.key, &key.validation).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
+            _ => TokenError::Invalid(crate::auth::describe(&e)),
+        })?;
+        // Every token we mint names its key; one that does not is not ours.
+        if self.only_key.is_some() && data.header.kid.as_deref() != Some(self.current_kid.as_str()) {
+            return Err(TokenError::Invalid("no or unknown key id (kid)".into()));
+        }
+        Ok(data.claims)
     }
 }
 

@@ -7,12 +7,13 @@ use std::fmt;
 
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Bytes};
-use actix_web::{HttpRequest, HttpResponse, ResponseError};
+use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
 use serde_json::json;
 use tracing_actix_web::RequestId;
 
 use crate::auth::AuthError;
+use crate::http::note;
 use crate::discovery::DiscoveryError;
 use crate::policy::PolicyError;
 use crate::session::{self, SessionError, SessionRequest};
@@ -48,9 +49,10 @@ impl fmt::Display for ApiError {
 }
 
 impl ApiError {
-    fn new(code: u32, msg: impl Into<String>, request_id: &RequestId) -> Self {
-        let error = ApiError { code, msg: msg.into(), correlation_id: request_id.to_string() };
-        tracing::Span::current().record("code", code);
+    fn new(code: u32, msg: impl Into<String>, req: &HttpRequest) -> Self {
+        let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
+        let error = ApiError { code, msg: msg.into(), correlation_id: request_id };
+        note(req, |log| log.code = Some(code));
         if code >= 50000 {
             tracing::error!(code, msg = %error.msg, "request failed");
         } else {
@@ -60,7 +62,7 @@ impl ApiError {
     }
 
     /// The one mapping from session failures to Cloudreve codes and messages.
-    fn from_session(error: SessionError, request_id: &RequestId) -> Self {
+    fn from_session(error: SessionError, req: &HttpRequest) -> Self {
         use SessionError as E;
         let code = match &error {
             E::Auth(AuthError::Malformed | AuthError::NotConfigured | AuthError::Expired | AuthError::Invalid(_)) => {
@@ -92,7 +94,7 @@ impl ApiError {
         if msg != error.to_string() {
             tracing::error!(detail = %error, "internal failure");
         }
-        ApiError::new(code, msg, request_id)
+        ApiError::new(code, msg, req)
     }
 }
 
@@ -124,17 +126,16 @@ pub async fn viewer_session(
     req: HttpRequest,
     body: Bytes,
     state: web::Data<AppState>,
-    request_id: RequestId,
 ) -> Result<HttpResponse, ApiError> {
     let request: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(code::INVALID_PARAMETERS, format!("invalid request body: {}", body_error(&e)), &request_id)
+        ApiError::new(code::INVALID_PARAMETERS, format!("invalid request body: {}", body_error(&e)), &req)
     })?;
     let authorization = header(&req, "authorization");
     let ticket = header(&req, "x-cr-purchase-ticket");
     let session = session::create(&state, authorization, ticket, request)
         .await
-        .map_err(|e| ApiError::from_session(e, &request_id))?;
-    tracing::Span::current().record("session_id", tracing::field::display(session.id));
+        .map_err(|e| ApiError::from_session(e, &req))?;
+    note(&req, |log| log.session_id = Some(session.id.to_string()));
     Ok(ok(json!({
         "session": {
             "id": session.id,

@@ -7,6 +7,8 @@ pub mod wopi;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{web, HttpMessage};
+use std::time::Instant;
+
 use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 
@@ -22,13 +24,57 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     .route("/readyz", web::get().to(health::readyz));
 }
 
-/// The request's log line: method, route, path (never the query string, which carries access
-/// tokens), status, request id, the client's correlation id, and fields handlers fill in.
+/// What a handler learnt about its request, for the request's log line: written into the
+/// request's extensions (cheap), read once when the response is known.
+#[derive(Default, Clone)]
+pub struct RequestLog {
+    pub wopi_op: &'static str,
+    pub file_id: Option<String>,
+    pub session_id: Option<String>,
+    pub code: Option<u32>,
+}
+
+/// Adds to the request's log line.
+pub fn note(req: &actix_web::HttpRequest, f: impl FnOnce(&mut RequestLog)) {
+    let mut extensions = req.extensions_mut();
+    if extensions.get::<RequestLog>().is_none() {
+        extensions.insert(RequestLog::default());
+    }
+    if let Some(log) = extensions.get_mut::<RequestLog>() {
+        f(log);
+    }
+}
+
+#[derive(Clone, Copy)]
+struct Started(Instant);
+
+/// The request's log line: one event when the response is known, with method, route, path
+/// (never the query string, which carries access tokens), status, duration, request id, the
+/// client's correlation id and what the handler noted. The span holds only the request id, so
+/// lines logged inside the request carry it too.
 pub struct RequestSpan;
 
 impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
+        request.extensions_mut().insert(Started(Instant::now()));
+        tracing::info_span!("request", request_id = %request_id)
+    }
+
+    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
+        let response = match outcome {
+            Ok(response) => response,
+            Err(error) => {
+                let status = error.as_response_error().status_code().as_u16();
+                tracing::info!(parent: &span, status, "request");
+                return;
+            }
+        };
+        let request = response.request();
+        let extensions = request.extensions();
+        let log = extensions.get::<RequestLog>().cloned().unwrap_or_default();
+        let millis = extensions.get::<Started>().map(|s| s.0.elapsed().as_secs_f64() * 1000.0).unwrap_or_default();
+        let request_id = extensions.get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
         let correlation = request
             .headers()
             .get("x-wopi-correlationid")
@@ -36,26 +82,20 @@ impl RootSpanBuilder for RequestSpan {
             .and_then(|v| v.to_str().ok())
             .map(|v| v.chars().take(128).collect::<String>())
             .unwrap_or_default();
-        tracing::info_span!(
-            "request",
+        tracing::info!(
+            parent: &span,
             method = %request.method(),
             route = %request.match_pattern().unwrap_or_default(),
             path = %request.path(),
+            status = response.status().as_u16(),
+            duration_ms = millis,
             request_id = %request_id,
             client_correlation_id = %correlation,
-            status = tracing::field::Empty,
-            code = tracing::field::Empty,
-            wopi_op = tracing::field::Empty,
-            file_id = tracing::field::Empty,
-            session_id = tracing::field::Empty,
-        )
-    }
-
-    fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
-        let status = match outcome {
-            Ok(response) => response.status().as_u16(),
-            Err(error) => error.as_response_error().status_code().as_u16(),
-        };
-        span.record("status", status);
+            wopi_op = log.wopi_op,
+            file_id = log.file_id.as_deref().unwrap_or_default(),
+            session_id = log.session_id.as_deref().unwrap_or_default(),
+            code = log.code.unwrap_or_default(),
+            "request"
+        );
     }
 }

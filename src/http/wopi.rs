@@ -9,6 +9,7 @@ use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::locks::{LockOp, LockOutcome};
+use crate::http::note;
 use crate::metrics::WopiOp;
 use crate::proof::ProofHeaders;
 use crate::state::AppState;
@@ -55,11 +56,10 @@ fn access_token(req: &HttpRequest) -> Option<String> {
 /// once the token is verified).
 fn record(req: &HttpRequest, op: &'static str, file_id: Option<&str>) {
     req.extensions_mut().insert(WopiOp(op));
-    let span = tracing::Span::current();
-    span.record("wopi_op", op);
-    if let Some(id) = file_id {
-        span.record("file_id", id);
-    }
+    note(req, |log| {
+        log.wopi_op = op;
+        log.file_id = file_id.map(str::to_string);
+    });
 }
 
 /// Token, file binding and proof for a request on `/wopi/files/{id}` (or the ecosystem).
@@ -73,7 +73,7 @@ async fn authorize(req: &HttpRequest, app: &AppState, file_id: Option<&str>) -> 
     };
     let result = wopi::authorize(app, file_id, token.as_deref(), &called, &proof).await;
     if let Ok((_, claims)) = &result {
-        tracing::Span::current().record("session_id", tracing::field::display(claims.sid));
+        note(req, |log| log.session_id = Some(claims.sid.to_string()));
     }
     result
 }
@@ -91,7 +91,8 @@ fn json_ok(body: serde_json::Value) -> HttpResponse {
 async fn check_file_info(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
     record(&req, "CheckFileInfo", Some(&id));
     let session = file_session(&req, &app, &id).await?;
-    Ok(json_ok(wopi::check_file_info(&app, &session).await?))
+    let body = wopi::check_file_info(&app, &session).await?;
+    Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
 
 /// `GET /wopi/files/{id}/contents`

@@ -7,7 +7,7 @@ use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use serde_json::{json, Map, Value};
+use serde_json::{json, Value};
 
 use crate::auth::Caller;
 use crate::discovery::action_url::encode_component;
@@ -213,55 +213,82 @@ fn host_page(app: &AppState, file_id: &str, action: &str) -> Option<String> {
     app.config.host_page_url.as_ref().map(|t| t.replace("{file_id}", file_id).replace("{action}", action))
 }
 
-/// CheckFileInfo.
-pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Value, WopiError> {
+/// CheckFileInfo's answer: exact WOPI property names; absent values are left out, never null.
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FileInfo<'a> {
+    base_file_name: &'a str,
+    owner_id: &'a str,
+    size: u64,
+    version: &'a str,
+    last_modified_time: String,
+    file_extension: &'a str,
+    file_name_max_length: usize,
+    breadcrumb_doc_name: &'a str,
+    user_id: &'a str,
+    user_friendly_name: &'a str,
+    is_anonymous_user: bool,
+    user_can_write: bool,
+    read_only: bool,
+    user_can_rename: bool,
+    user_can_not_write_relative: bool,
+    supports_update: bool,
+    supports_locks: bool,
+    supports_get_lock: bool,
+    supports_extended_lock_length: bool,
+    supports_rename: bool,
+    supports_delete_file: bool,
+    supports_user_info: bool,
+    supports_get_file_wopi_src: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_extra_info: Option<&'a crate::auth::UserExtra>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user_info: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    post_message_origin: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_view_url: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    host_edit_url: Option<String>,
+}
+
+/// CheckFileInfo (serialized to JSON bytes).
+pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>, WopiError> {
     let meta = session_meta(app, s).await?;
-    let name = s.key.path.file_name().unwrap_or_default().to_string();
+    let name = s.key.path.file_name().unwrap_or_default();
     let writable = s.can_write();
     let user_info = app.store.get_object(&user_info_object(&s.claims.sub)).await?;
-    let mut info = Map::new();
-    let mut put = |k: &str, v: Value| {
-        info.insert(k.to_string(), v);
+    let info = FileInfo {
+        base_file_name: name,
+        owner_id: &s.key.owner,
+        size: meta.size,
+        version: &meta.version,
+        last_modified_time: wopi_time(meta.modified),
+        file_extension: names::split(name).1,
+        file_name_max_length: names::MAX_STEM_CHARS,
+        breadcrumb_doc_name: name,
+        user_id: &s.claims.sub,
+        user_friendly_name: &s.claims.name,
+        is_anonymous_user: s.claims.anon,
+        user_can_write: writable,
+        read_only: !writable,
+        user_can_rename: writable,
+        user_can_not_write_relative: !writable,
+        supports_update: true,
+        supports_locks: true,
+        supports_get_lock: true,
+        supports_extended_lock_length: true,
+        supports_rename: true,
+        supports_delete_file: true,
+        supports_user_info: true,
+        supports_get_file_wopi_src: true,
+        user_extra_info: s.claims.ext.as_ref(),
+        user_info: user_info.map(|raw| String::from_utf8_lossy(&raw).into_owned()),
+        post_message_origin: app.viewers.config(s.claims.vid).and_then(|v| v.post_message_origin.as_deref()),
+        host_view_url: host_page(app, &s.claims.fid, "view"),
+        host_edit_url: host_page(app, &s.claims.fid, "edit"),
     };
-    put("BaseFileName", json!(name));
-    put("OwnerId", json!(s.key.owner));
-    put("Size", json!(meta.size));
-    put("Version", json!(meta.version));
-    put("LastModifiedTime", json!(wopi_time(meta.modified)));
-    put("FileExtension", json!(names::split(&name).1));
-    put("FileNameMaxLength", json!(names::MAX_STEM_CHARS));
-    put("BreadcrumbDocName", json!(name));
-    put("UserId", json!(s.claims.sub));
-    put("UserFriendlyName", json!(s.claims.name));
-    put("IsAnonymousUser", json!(s.claims.anon));
-    put("UserCanWrite", json!(writable));
-    put("ReadOnly", json!(!writable));
-    put("UserCanRename", json!(writable));
-    put("UserCanNotWriteRelative", json!(!writable));
-    put("SupportsUpdate", json!(true));
-    put("SupportsLocks", json!(true));
-    put("SupportsGetLock", json!(true));
-    put("SupportsExtendedLockLength", json!(true));
-    put("SupportsRename", json!(true));
-    put("SupportsDeleteFile", json!(true));
-    put("SupportsUserInfo", json!(true));
-    put("SupportsGetFileWopiSrc", json!(true));
-    if let Some(extra) = &s.claims.ext {
-        put("UserExtraInfo", json!(extra));
-    }
-    if let Some(raw) = user_info {
-        put("UserInfo", json!(String::from_utf8_lossy(&raw)));
-    }
-    if let Some(origin) = app.viewers.config(s.claims.vid).and_then(|v| v.post_message_origin.clone()) {
-        put("PostMessageOrigin", json!(origin));
-    }
-    if let Some(view) = host_page(app, &s.claims.fid, "view") {
-        put("HostViewUrl", json!(view));
-    }
-    if let Some(edit) = host_page(app, &s.claims.fid, "edit") {
-        put("HostEditUrl", json!(edit));
-    }
-    Ok(Value::Object(info))
+    serde_json::to_vec(&info).map_err(|e| WopiError::Store(StoreError::Io(std::io::Error::other(e))))
 }
 
 /// A byte range `[start, end]` from a `Range: bytes=…` header; `None` = the whole file.

@@ -1,0 +1,169 @@
+#!/usr/bin/env bash
+# wopigate benchmarks, every figure measured against its floor in the same run (this machine
+# is shared and noisy: only ratios mean something). All traffic goes to 127.0.0.1.
+#
+#   bench/run.sh            full run (about 4 minutes, writes target/bench-results.md)
+#   bench/run.sh --smoke    seconds-long run with small files (CI checks it still works)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+SMOKE=0
+[ "${1:-}" = "--smoke" ] && SMOKE=1
+if [ "$SMOKE" = 1 ]; then DURATION=2s; BIG_MB=8; HUGE_MB=16; else DURATION=15s; BIG_MB=100; HUGE_MB=1024; fi
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need wrk || ! need nginx || ! need curl; then
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -q >/dev/null
+  apt-get install -y -q wrk nginx-light curl >/dev/null
+fi
+
+cargo build --release --locked --bin wopigate --example floor -q
+BIN=target/release/wopigate
+FLOOR=target/release/examples/floor
+
+WORK=$(mktemp -d)
+PIDS=()
+cleanup() {
+  for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
+  [ -f "$WORK/nginx.pid" ] && kill "$(cat "$WORK/nginx.pid")" 2>/dev/null || true
+  rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
+wait_up() { for _ in $(seq 100); do curl -fs "http://127.0.0.1:$1$2" >/dev/null 2>&1 && return 0; sleep 0.1; done; echo "no server on $1" >&2; exit 1; }
+
+# Files: a document for CheckFileInfo, 256 KiB, 100 MiB and 1 GiB (smaller when smoking).
+DATA=$WORK/data
+mkdir -p "$DATA/u1"
+head -c 20000 /dev/urandom > "$DATA/u1/doc.docx"
+head -c 262144 /dev/urandom > "$DATA/u1/256k.docx"
+head -c $((BIG_MB * 1048576)) /dev/urandom > "$DATA/u1/big.docx"
+head -c $((HUGE_MB * 1048576)) /dev/zero > "$WORK/huge.src"
+cp "$WORK/huge.src" "$DATA/u1/huge.docx"
+
+SECRET=bench-token-secret-bench-token-secret-000001
+CALLER=bench-caller-secret-bench-caller-secret-0001
+VIEWER=11111111-1111-4111-8111-111111111111
+start_wopigate() { # port -> pid
+  WOPIGATE_BIND=127.0.0.1:$1 WOPIGATE_PUBLIC_URL=http://127.0.0.1:$1 WOPIGATE_DATA_DIR=$DATA \
+  WOPIGATE_TOKEN_SECRET=$SECRET WOPIGATE_CALLER_JWT_SECRET=$CALLER WOPIGATE_MAX_UPLOAD_SIZE=2147483648 \
+  WOPIGATE_EDIT_MAX_SIZE=2147483648 \
+  WOPIGATE_VIEWERS="[{\"id\":\"$VIEWER\",\"name\":\"Collabora\",\"discovery\":\"$PWD/tests/fixtures/discovery/collabora.xml\"}]" \
+  RUST_LOG=info "$BIN" serve >/dev/null 2>&1 &
+  echo $!
+}
+WP=$(port); WPID=$(start_wopigate "$WP"); PIDS+=("$WPID"); wait_up "$WP" /readyz
+
+JWT=$(python3 - "$CALLER" <<'EOF'
+import base64, hashlib, hmac, json, sys, time
+b = lambda d: base64.urlsafe_b64encode(d).rstrip(b"=").decode()
+h = b(json.dumps({"alg": "HS256", "typ": "JWT"}).encode())
+c = b(json.dumps({"sub": "u1", "name": "Bench", "exp": int(time.time()) + 3600}).encode())
+s = b(hmac.new(sys.argv[1].encode(), f"{h}.{c}".encode(), hashlib.sha256).digest())
+print(f"{h}.{c}.{s}")
+EOF
+)
+session() { # file -> "token fid"
+  curl -fs -X PUT "http://127.0.0.1:$WP/api/v4/file/viewerSession" -H "Authorization: Bearer $JWT" \
+    -d "{\"uri\":\"cloudreve://my/$1\",\"viewer_id\":\"$VIEWER\",\"preferred_action\":\"edit\"}" |
+    python3 -c 'import sys,json,base64; e=json.load(sys.stdin); e["code"] == 0 or sys.exit(f"viewerSession failed: {e}"); t=e["data"]["session"]["access_token"]; print(t, json.loads(base64.urlsafe_b64decode(t.split(".")[1]+"=="))["fid"])'
+}
+read -r TOKEN FID < <(session doc.docx)
+read -r TOKEN256 FID256 < <(session 256k.docx)
+read -r TOKENBIG FIDBIG < <(session big.docx)
+CFI_URL="http://127.0.0.1:$WP/wopi/files/$FID?access_token=$TOKEN"
+CFI_SIZE=$(curl -fs "$CFI_URL" | wc -c)
+
+FP=$(port); "$FLOOR" "127.0.0.1:$FP" "$CFI_SIZE" & PIDS+=($!); wait_up "$FP" /
+NP=$(port)
+cat > "$WORK/nginx.conf" <<EOF
+daemon on; user root; worker_processes auto; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
+events { worker_connections 1024; }
+http { access_log off; sendfile on; tcp_nopush on; keepalive_requests 100000;
+  server { listen 127.0.0.1:$NP; root $DATA/u1; } }
+EOF
+nginx -c "$WORK/nginx.conf" -p "$WORK"; wait_up "$NP" /256k.docx
+
+# wrk: requests/s, p99 latency (ms) and transfer (MiB/s) of one run.
+run_wrk() { # connections url [script]
+  local out
+  if [ -n "${3:-}" ]; then out=$(wrk -t2 -c"$1" -d"$DURATION" --latency -s "$3" "$2"); else out=$(wrk -t2 -c"$1" -d"$DURATION" --latency "$2"); fi
+  python3 - "$out" <<'EOF'
+import re, sys
+t = sys.argv[1]
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+m = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
+p99 = float(m.group(1)) * unit[m.group(2)]
+m = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", t)
+mib = float(m.group(1)) * {"B": 1 / 1048576, "KB": 1 / 1024, "MB": 1, "GB": 1024}[m.group(2)]
+errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+if errors:
+    sys.exit(f"wrk saw {errors.group(1)} error responses")
+print(f"{rps:.0f} {p99:.2f} {mib:.1f}")
+EOF
+}
+cat > "$WORK/session.lua" <<EOF
+wrk.method = "PUT"
+wrk.body = '{"uri":"cloudreve://my/doc.docx","viewer_id":"$VIEWER","preferred_action":"edit"}'
+wrk.headers["Authorization"] = "Bearer $JWT"
+wrk.headers["Content-Type"] = "application/json"
+EOF
+
+echo "running benchmarks ($DURATION each)..." >&2
+read -r FLOOR_RPS FLOOR_P99 _ < <(run_wrk 64 "http://127.0.0.1:$FP/")
+read -r CFI_RPS CFI_P99 _ < <(run_wrk 64 "$CFI_URL")
+read -r VS_RPS VS_P99 _ < <(run_wrk 64 "http://127.0.0.1:$WP/api/v4/file/viewerSession" "$WORK/session.lua")
+read -r NG256_RPS _ NG256_MIB < <(run_wrk 16 "http://127.0.0.1:$NP/256k.docx")
+read -r GF256_RPS _ GF256_MIB < <(run_wrk 16 "http://127.0.0.1:$WP/wopi/files/$FID256/contents?access_token=$TOKEN256")
+read -r _ _ NGBIG_MIB < <(run_wrk 4 "http://127.0.0.1:$NP/big.docx")
+read -r _ _ GFBIG_MIB < <(run_wrk 4 "http://127.0.0.1:$WP/wopi/files/$FIDBIG/contents?access_token=$TOKENBIG")
+
+# Peak memory around a 1 GiB GetFile and PutFile, in a fresh process.
+kill "$WPID"; wait "$WPID" 2>/dev/null || true
+WP=$(port); WPID=$(start_wopigate "$WP"); PIDS+=("$WPID"); wait_up "$WP" /readyz
+read -r TOKENHUGE FIDHUGE < <(session huge.docx)
+HUGE_URL="http://127.0.0.1:$WP/wopi/files/$FIDHUGE"
+RSS_IDLE=$(awk '/VmHWM/ {print $2}' "/proc/$WPID/status")
+curl -fs -o /dev/null "$HUGE_URL/contents?access_token=$TOKENHUGE"
+RSS_GET=$(awk '/VmHWM/ {print $2}' "/proc/$WPID/status")
+curl -fs -o /dev/null -X POST -H "X-WOPI-Override: LOCK" -H "X-WOPI-Lock: bench" "$HUGE_URL?access_token=$TOKENHUGE"
+curl -fs -o /dev/null -X POST -H "X-WOPI-Override: PUT" -H "X-WOPI-Lock: bench" -H "Content-Type: application/octet-stream" \
+  --data-binary "@$WORK/huge.src" "$HUGE_URL/contents?access_token=$TOKENHUGE"
+RSS_PUT=$(awk '/VmHWM/ {print $2}' "/proc/$WPID/status")
+cmp -s "$WORK/huge.src" "$DATA/u1/huge.docx" || { echo "PutFile did not store the bytes sent" >&2; exit 1; }
+
+# Token mint + verify on one core (criterion is single-threaded).
+if [ "$SMOKE" = 1 ]; then CRIT="--warm-up-time 1 --measurement-time 1"; else CRIT=""; fi
+# shellcheck disable=SC2086
+CRIT_OUT=$(cargo bench --locked --bench tokens -q -- $CRIT 2>/dev/null)
+TOKENS_PER_SEC=$(python3 - "$CRIT_OUT" <<'EOF'
+import re, sys
+text = sys.argv[1]
+block = text[text.index("token/mint+verify"):]
+m = re.search(r"thrpt:\s+\[\S+ \S+ ([\d.]+) (\w?)elem/s", block)
+scale = {"": 1, "K": 1e3, "M": 1e6, "G": 1e9}[m.group(2)]
+print(f"{float(m.group(1)) * scale:.0f}")
+EOF
+)
+
+ratio() { python3 -c "print(f'{$1 / $2 * 100:.0f}%')"; }
+MACHINE="$(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)"
+RESULT=$(cat <<EOF
+| measure | wopigate | floor | ratio | target |
+|---|---|---|---|---|
+| CheckFileInfo req/s (${CFI_SIZE}-byte JSON) | $CFI_RPS | $FLOOR_RPS (bare actix, same body size) | $(ratio "$CFI_RPS" "$FLOOR_RPS") | ≥ 60% |
+| CheckFileInfo p99 latency | $CFI_P99 ms | $FLOOR_P99 ms | $(python3 -c "print(f'{$CFI_P99 / $FLOOR_P99:.1f}×')") | |
+| viewerSession req/s | $VS_RPS | $FLOOR_RPS (bare actix) | $(ratio "$VS_RPS" "$FLOOR_RPS") | |
+| viewerSession p99 latency | $VS_P99 ms | $FLOOR_P99 ms | $(python3 -c "print(f'{$VS_P99 / $FLOOR_P99:.1f}×')") | |
+| GetFile 256 KiB req/s | $GF256_RPS ($GF256_MIB MiB/s) | $NG256_RPS ($NG256_MIB MiB/s, nginx) | $(ratio "$GF256_MIB" "$NG256_MIB") | |
+| GetFile ${BIG_MB} MiB throughput | $GFBIG_MIB MiB/s | $NGBIG_MIB MiB/s (nginx) | $(ratio "$GFBIG_MIB" "$NGBIG_MIB") | ≥ 70% |
+| peak RSS: idle / after ${HUGE_MB} MiB GetFile / after ${HUGE_MB} MiB PutFile | $((RSS_IDLE / 1024)) / $((RSS_GET / 1024)) / $((RSS_PUT / 1024)) MiB | | | < 64 MiB |
+| token mint + verify, one core | $TOKENS_PER_SEC /s | | | ≥ 200,000 /s |
+
+Machine: $MACHINE. wrk: 2 threads, 64 connections (16 for 256 KiB, 4 for ${BIG_MB} MiB), $DURATION per run, on the same machine as the servers.
+EOF
+)
+echo "$RESULT" | tee target/bench-results.md
