@@ -131,7 +131,7 @@ curl -fs -o /dev/null "$HUGE_URL/contents?access_token=$TOKENHUGE"
 RSS_GET=$(awk '/VmHWM/ {print $2}' "/proc/$WPID/status")
 curl -fs -o /dev/null -X POST -H "X-WOPI-Override: LOCK" -H "X-WOPI-Lock: bench" "$HUGE_URL?access_token=$TOKENHUGE"
 curl -fs -o /dev/null -X POST -H "X-WOPI-Override: PUT" -H "X-WOPI-Lock: bench" -H "Content-Type: application/octet-stream" \
-  --data-binary "@$WORK/huge.src" "$HUGE_URL/contents?access_token=$TOKENHUGE"
+  -T "$WORK/huge.src" "$HUGE_URL/contents?access_token=$TOKENHUGE"
 RSS_PUT=$(awk '/VmHWM/ {print $2}' "/proc/$WPID/status")
 cmp -s "$WORK/huge.src" "$DATA/u1/huge.docx" || { echo "PutFile did not store the bytes sent" >&2; exit 1; }
 
