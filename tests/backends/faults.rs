@@ -51,7 +51,7 @@ async fn backends_fail_fast_and_recover() {
     }
 
     // Redis goes away: lock operations fail fast; reads that need no lock still work.
-    cluster.redis.stop();
+    cluster.redis.process.stop();
     for replica in 0..2 {
         let (code, took) = status(&client, lock(replica, "L")).await;
         assert!(code >= 500, "lock without Redis: {code}");
@@ -64,7 +64,7 @@ async fn backends_fail_fast_and_recover() {
         assert!(code >= 500 && took < Duration::from_secs(6), "{code} after {took:?}");
         write(code, &body);
     }
-    cluster.redis.resume();
+    cluster.redis.process.resume();
     // Back without a restart (the connection manager reconnects by itself). The lock lived
     // in the old Redis, which kept nothing: take it again.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -77,7 +77,7 @@ async fn backends_fail_fast_and_recover() {
     }
 
     // S3 goes away: requests fail fast, /readyz reports it, nothing hangs.
-    cluster.garage.stop();
+    cluster.garage.process.stop();
     for replica in 0..2 {
         let (code, took) = status(&client, info(replica)).await;
         assert!(code >= 500, "CheckFileInfo without S3: {code}");
@@ -88,7 +88,7 @@ async fn backends_fail_fast_and_recover() {
         assert!(code >= 500 && took < Duration::from_secs(10), "{code} after {took:?}");
         write(code, &body);
     }
-    cluster.garage.resume();
+    cluster.garage.process.resume();
     let deadline = Instant::now() + Duration::from_secs(30);
     while status(&client, info(1)).await.0 != 200 {
         assert!(Instant::now() < deadline, "S3 did not recover");

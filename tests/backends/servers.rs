@@ -52,24 +52,20 @@ fn wait_port(port: u16, child: &mut Child, what: &str) {
     panic!("{what} did not listen on {port}");
 }
 
-pub struct Redis {
-    pub port: u16,
+/// A server process that can be killed (a crash) and started again with the same command;
+/// killed when dropped.
+pub struct ServerProcess {
+    command: Box<dyn Fn() -> Command + Send>,
+    port: u16,
+    name: &'static str,
     child: Option<Child>,
-    binary: PathBuf,
-    dir: TempDir,
 }
 
-impl Redis {
-    pub fn start() -> Option<Redis> {
-        let binary = available("WOPIGATE_TEST_REDIS_SERVER", "redis-server")?;
-        let dir = tempfile::tempdir().unwrap();
-        let mut redis = Redis { port: free_port(), child: None, binary, dir };
-        redis.resume();
-        Some(redis)
-    }
-
-    pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}/0", self.port)
+impl ServerProcess {
+    fn start(name: &'static str, port: u16, command: impl Fn() -> Command + Send + 'static) -> ServerProcess {
+        let mut server = ServerProcess { command: Box::new(command), port, name, child: None };
+        server.resume();
+        server
     }
 
     /// Kills the server (a crash, for fault tests).
@@ -82,22 +78,43 @@ impl Redis {
 
     /// Starts it again on the same port.
     pub fn resume(&mut self) {
-        let mut child = Command::new(&self.binary)
-            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
-            .arg("--dir")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("redis-server starts");
-        wait_port(self.port, &mut child, "redis-server");
+        let mut cmd = (self.command)();
+        let mut child = cmd.stdout(Stdio::null()).stderr(Stdio::null()).spawn().expect("server starts");
+        wait_port(self.port, &mut child, self.name);
         self.child = Some(child);
     }
 }
 
-impl Drop for Redis {
+impl Drop for ServerProcess {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+pub struct Redis {
+    pub port: u16,
+    pub process: ServerProcess,
+    _dir: TempDir,
+}
+
+impl Redis {
+    pub fn start() -> Option<Redis> {
+        let binary = available("WOPIGATE_TEST_REDIS_SERVER", "redis-server")?;
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let path = dir.path().to_path_buf();
+        let process = ServerProcess::start("redis-server", port, move || {
+            let mut cmd = Command::new(&binary);
+            cmd.args(["--port", &port.to_string(), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .arg("--dir")
+                .arg(&path);
+            cmd
+        });
+        Some(Redis { port, process, _dir: dir })
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
     }
 }
 
@@ -108,7 +125,7 @@ pub struct Garage {
     pub secret: String,
     config: PathBuf,
     binary: PathBuf,
-    child: Option<Child>,
+    pub process: ServerProcess,
     _dir: TempDir,
 }
 
@@ -143,6 +160,12 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             ),
         )
         .unwrap();
+        let (server_binary, server_config) = (binary.clone(), config.clone());
+        let process = ServerProcess::start("garage", s3_port, move || {
+            let mut cmd = Command::new(&server_binary);
+            cmd.arg("-c").arg(&server_config).arg("server").env("RUST_LOG", "warn");
+            cmd
+        });
         let mut garage = Garage {
             s3_port,
             bucket: "wopigate".into(),
@@ -150,10 +173,9 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             secret: String::new(),
             config,
             binary,
-            child: None,
+            process,
             _dir: dir,
         };
-        garage.resume();
         let node = garage.cli(&["node", "id", "-q"]);
         let node = node.trim().split('@').next().unwrap().to_string();
         garage.cli(&["layout", "assign", "-z", "dc1", "-c", "1G", &node]);
@@ -196,33 +218,6 @@ api_bind_addr = "127.0.0.1:{admin_port}"
             ("WOPIGATE_S3_SECRET_ACCESS_KEY".into(), self.secret.clone()),
             ("WOPIGATE_S3_PREFIX".into(), prefix.into()),
         ]
-    }
-
-    pub fn stop(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    pub fn resume(&mut self) {
-        let mut child = Command::new(&self.binary)
-            .arg("-c")
-            .arg(&self.config)
-            .arg("server")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("garage starts");
-        wait_port(self.s3_port, &mut child, "garage");
-        self.child = Some(child);
-    }
-}
-
-impl Drop for Garage {
-    fn drop(&mut self) {
-        self.stop();
     }
 }
 
