@@ -116,8 +116,6 @@ impl Default for Metrics {
 pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
-    let upload = req.method() == actix_web::http::Method::POST
-        && (route.ends_with("/contents") || req.headers().get("x-wopi-override").is_some_and(|v| v == "PUT_RELATIVE"));
     let declared_in = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let started = Instant::now();
     let response = next.call(req).await?;
@@ -128,7 +126,7 @@ pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<
         m.requests.with_label_values(&[route.as_str(), op, status.as_str()]).inc();
         m.latency.with_label_values(&[route.as_str(), op]).observe(started.elapsed().as_secs_f64());
         if status.is_success() {
-            if upload {
+            if matches!(op, "PutFile" | "PutRelativeFile") {
                 m.bytes_in.inc_by(declared_in.unwrap_or(0));
             }
             if op == "GetFile" {

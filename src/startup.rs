@@ -26,16 +26,9 @@ use crate::token::{dev_key, TokenKeys};
 
 /// Opens the configured store and lock backends (the tests run their contract suites on what
 /// this returns).
+/// The data directory is touched only by the local store (and a development key): on S3 with a
+/// configured key the container's root file system can be read-only.
 pub async fn open_backends(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
-    let local = match config.store {
-        StoreConfig::Local => Some(LocalStore::open(&config.data_dir, config.keep_versions)?),
-        StoreConfig::S3(_) => None,
-    };
-    backends(config, local).await
-}
-
-/// Picks the store and lock backends once, from configuration.
-async fn backends(config: &Config, local: Option<LocalStore>) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
     let timeout = Duration::from_secs(config.backend_timeout_secs);
     let redis = match &config.locks {
         LockConfig::Redis { url } => Some(redis::connect(url.expose(), timeout).await.map_err(|e| {
@@ -44,7 +37,7 @@ async fn backends(config: &Config, local: Option<LocalStore>) -> Result<(Arc<dyn
         LockConfig::Store => None,
     };
     let store: Arc<dyn Store> = match &config.store {
-        StoreConfig::Local => Arc::new(local.ok_or_else(|| ConfigError::new("WOPIGATE_DATA_DIR", "the local store is not open"))?),
+        StoreConfig::Local => Arc::new(LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| data_dir_error(config, e))?),
         StoreConfig::S3(s3) => {
             let client = s3::client(s3, timeout)
                 .map_err(|e| ConfigError::new("WOPIGATE_S3_ENDPOINT", format!("cannot configure the S3 client: {e}")))?;
@@ -75,6 +68,10 @@ async fn backends(config: &Config, local: Option<LocalStore>) -> Result<(Arc<dyn
     Ok((store, locks))
 }
 
+fn data_dir_error(config: &Config, e: std::io::Error) -> ConfigError {
+    ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("configuration error: {0}")]
@@ -97,15 +94,6 @@ impl Application {
 
     /// As `build`, with another clock (tests move time to expire locks).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
-        // The data directory is touched only when it is used (local store, development key):
-        // on S3 with a configured key the container's root file system can be read-only.
-        let needs_local = matches!(config.store, StoreConfig::Local) || config.token.current.is_none();
-        let local = match needs_local {
-            true => Some(LocalStore::open(&config.data_dir, config.keep_versions).map_err(|e| {
-                ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
-            })?),
-            false => None,
-        };
         let current = match &config.token.current {
             Some(key) => key.clone(),
             None if config.production => {
@@ -116,8 +104,8 @@ impl Application {
                 .into())
             }
             None => {
-                let root = local.as_ref().map(|l| l.root().to_path_buf()).unwrap_or_else(|| config.data_dir.clone());
-                let key = dev_key(&root)?;
+                let key = dev_key(&config.data_dir).map_err(|e| data_dir_error(&config, e))?;
+                let root = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
                 tracing::warn!(
                     "WOPIGATE_TOKEN_SECRET is not set: signing access tokens with a generated development key \
                      kept in {}/.wopigate/dev-token-secret. Set WOPIGATE_TOKEN_SECRET before exposing this service.",
@@ -131,7 +119,7 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
         viewers.spawn_refresher();
-        let (store, locks) = backends(&config, local).await?;
+        let (store, locks) = open_backends(&config).await?;
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;

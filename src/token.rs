@@ -119,8 +119,6 @@ pub struct TokenKeys {
     verified: std::sync::Mutex<HashMap<String, AccessClaims>>,
     leeway: i64,
     algorithm: Algorithm,
-    /// The verifying key when the ring has exactly one.
-    only_key: Option<VerifyingKey>,
     current_kid: String,
     signing: EncodingKey,
     verifying: HashMap<String, VerifyingKey>,
@@ -160,15 +158,10 @@ impl TokenKeys {
             validation.set_required_spec_claims(&["exp", "nbf", "aud", "sub"]);
             verifying.insert(key.kid.clone(), VerifyingKey { key: decoding, validation });
         }
-        let only_key = match (config.previous.is_empty(), verifying.get(&current.kid)) {
-            (true, Some(key)) => Some(VerifyingKey { key: key.key.clone(), validation: key.validation.clone() }),
-            _ => None,
-        };
         let keys = TokenKeys {
             verified: std::sync::Mutex::new(HashMap::new()),
             leeway: leeway_secs as i64,
             algorithm,
-            only_key,
             current_kid: current.kid.clone(),
             signing,
             verifying,
@@ -258,7 +251,8 @@ impl TokenKeys {
 
     /// The full check, without the cache.
     pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let key = match &self.only_key {
+        let only_key = (self.verifying.len() == 1).then(|| self.verifying.values().next()).flatten();
+        let key = match only_key {
             // One key: its signature decides; reading the header first would only repeat work.
             Some(key) => key,
             None => {
@@ -274,7 +268,7 @@ impl TokenKeys {
             _ => TokenError::Invalid(crate::auth::describe(&e)),
         })?;
         // Every token we mint names its key; one that does not is not ours.
-        if self.only_key.is_some() && data.header.kid.as_deref() != Some(self.current_kid.as_str()) {
+        if only_key.is_some() && data.header.kid.as_deref() != Some(self.current_kid.as_str()) {
             return Err(TokenError::Invalid("no or unknown key id (kid)".into()));
         }
         Ok(data.claims)
