@@ -19,7 +19,6 @@ pub enum AdminError {
 /// Streams `input` into the store as `key`, replacing what is there (kept as a past version).
 pub async fn put(config: &Config, key: &FileKey, mut input: impl AsyncRead + Unpin) -> Result<FileMeta, AdminError> {
     let (store, _) = open_backends(config).await?;
-    let history = ids::file_id(store.as_ref(), key).await?;
     let mut upload = store.begin_upload(u64::MAX).await?;
     let mut buffer = vec![0u8; 1 << 20];
     loop {
@@ -39,5 +38,18 @@ pub async fn put(config: &Config, key: &FileKey, mut input: impl AsyncRead + Unp
         }
     }
     let staged = upload.finish().await?;
-    Ok(store.commit(staged, key, &history, Precondition::Any).await?)
+    // Under the file's guard, as every WOPI write: a concurrent save or rename of the same file
+    // runs wholly before or after this one.
+    let result = match ids::lock_path(store.as_ref(), key).await {
+        Ok((guard, _)) => {
+            let result = store.commit(&guard, &staged, key, Precondition::Any).await;
+            guard.release().await;
+            result
+        }
+        Err(e) => Err(e),
+    };
+    if result.is_err() {
+        store.discard(staged).await;
+    }
+    Ok(result?)
 }

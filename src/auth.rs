@@ -26,6 +26,8 @@ pub struct UserExtra {
 
 /// Longest avatar URL or address carried in tokens (they ride in URLs; keep them short).
 const MAX_EXTRA_LEN: usize = 512;
+/// Display names are cut to this many characters: they ride in every token.
+pub const MAX_NAME_CHARS: usize = 64;
 
 impl Caller {
     pub fn user_id(&self) -> Option<&str> {
@@ -106,6 +108,7 @@ impl CallerVerifier {
             .into_iter()
             .flatten()
             .find(|n| !n.trim().is_empty())
+            .map(|n| n.trim().chars().take(MAX_NAME_CHARS).collect())
             .unwrap_or_else(|| claims.sub.clone());
         let short = |v: Option<String>| v.filter(|s| !s.trim().is_empty() && s.len() <= MAX_EXTRA_LEN);
         let extra = UserExtra { avatar: short(claims.picture.or(claims.avatar)), mail: short(claims.email) };

@@ -115,6 +115,9 @@ fn default_shutdown_grace() -> u64 {
 fn default_log_format() -> String {
     "json".into()
 }
+fn default_share_cache() -> u64 {
+    5
+}
 
 /// The variables exactly as envy reads them (names are `WOPIGATE_` + upper-cased field).
 #[derive(Deserialize)]
@@ -182,6 +185,8 @@ struct RawConfig {
     backend_timeout_secs: u64,
     #[serde(default = "default_shutdown_grace")]
     shutdown_grace_secs: u64,
+    #[serde(default = "default_share_cache")]
+    share_cache_secs: u64,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -330,6 +335,9 @@ pub struct Config {
     pub backend_timeout_secs: u64,
     /// On SIGTERM: stop accepting, give in-flight requests this long to finish, exit 0.
     pub shutdown_grace_secs: u64,
+    /// How long a share manifest read for GetFile may be reused (writes, CheckFileInfo and new
+    /// tokens always read it afresh).
+    pub share_cache_secs: u64,
 }
 
 impl Config {
@@ -388,6 +396,9 @@ impl Config {
         if raw.keep_versions == 0 {
             return Err(ConfigError::new("WOPIGATE_KEEP_VERSIONS", "must be at least 1"));
         }
+        if raw.share_cache_secs > 60 {
+            return Err(ConfigError::new("WOPIGATE_SHARE_CACHE_SECS", "must be at most 60 (share changes must reach open sessions soon)"));
+        }
         if raw.max_upload_size == 0 {
             return Err(ConfigError::new("WOPIGATE_MAX_UPLOAD_SIZE", "must be at least 1 byte"));
         }
@@ -441,6 +452,7 @@ impl Config {
             locks,
             backend_timeout_secs: raw.backend_timeout_secs,
             shutdown_grace_secs: raw.shutdown_grace_secs,
+            share_cache_secs: raw.share_cache_secs,
         })
     }
 }

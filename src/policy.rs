@@ -1,8 +1,17 @@
-//! Who may open what, and whether they may edit it.
+//! Who may do what with which file or folder: one answer, from the store's current state.
+//!
+//! Every token wopigate mints (viewerSession, GetFileWopiSrc, PutRelativeFile) and every folder it
+//! writes into is checked here, and rights are never copied from a presented token: a derived
+//! token gets at most what both this policy and the presented token allow.
 //!
 //! `my` files belong to the caller; `share` files are reached through a share manifest kept in
-//! the store as `shares/<share id>.json` (format in the README). Passwords are stored as Argon2
-//! hashes, purchase tickets as SHA-256 hashes, both compared without timing leaks.
+//! the store as `shares/<share id>.json` (format in the README), which names its file or folder
+//! by id, so renames keep shares working. Passwords are stored as Argon2 hashes, purchase tickets
+//! as SHA-256 hashes, both compared without timing leaks.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use argon2::{Argon2, PasswordHash, PasswordVerifier};
 use chrono::{DateTime, Utc};
@@ -11,7 +20,7 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::Caller;
-use crate::store::{FileKey, Store, StoreError};
+use crate::store::{ids, Entry, FileKey, Store, StoreError};
 use crate::uri::{is_valid_id, CanonicalUri, FileSystem, FileUri, RelPath};
 
 fn yes() -> bool {
@@ -24,8 +33,13 @@ fn yes() -> bool {
 pub struct ShareManifest {
     /// User id of the owner of the shared file or folder.
     pub owner: String,
-    /// Shared file or folder, relative to the owner's root (`Docs/report.docx`, `Team`).
-    pub path: String,
+    /// Id of the shared file or folder (a file id); survives renames made through wopigate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+    /// Shared file or folder relative to the owner's root (`Docs/report.docx`, `Team`): read only
+    /// while `target` is absent; wopigate then fills `target` in on first use.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub path: Option<String>,
     /// Argon2 PHC string of the share password; absent = no password.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password_hash: Option<String>,
@@ -66,98 +80,260 @@ pub enum PolicyError {
     Store(#[from] StoreError),
 }
 
-/// The resolved file and what the caller may do with it.
+/// How much a principal may do with one file or folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Level {
+    None,
+    /// Read a file; list a folder.
+    View,
+    /// Change a file's content and name; create files in a folder.
+    Edit,
+}
+
+/// The grant for one file or folder.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Rights {
+    pub level: Level,
+    /// The principal owns it (deleting is the owner's alone).
+    pub owner: bool,
+}
+
+impl Rights {
+    pub const NONE: Rights = Rights { level: Level::None, owner: false };
+    const OWNER: Rights = Rights { level: Level::Edit, owner: true };
+
+    /// At most `cap`: a derived token never grants more than the token it came from.
+    pub fn capped(self, cap: Level) -> Rights {
+        Rights { level: self.level.min(cap), owner: self.owner && cap == Level::Edit }
+    }
+}
+
+/// Who is asking: a signed-in user (or an anonymous visitor), and the share they came through.
+#[derive(Debug, Clone, Copy)]
+pub struct Principal<'a> {
+    pub user: Option<&'a str>,
+    pub share: Option<&'a str>,
+}
+
+/// Whether a share manifest must be read now, or may come from the short-lived cache.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Freshness {
+    /// Writes, CheckFileInfo and every token minted: the manifest as it is now.
+    Fresh,
+    /// Reads of content (GetFile): a manifest read at most the cache TTL ago.
+    Cached,
+}
+
+/// A share as it stands: its manifest and where its file or folder is now.
+#[derive(Debug)]
+pub struct Share {
+    pub id: String,
+    pub manifest: ShareManifest,
+    /// The shared file or folder; `None` when it no longer exists.
+    pub root: Option<FileKey>,
+}
+
+/// What one principal may reach, loaded once (the share manifest, if any); `rights` is then
+/// pure, so several targets cost one read.
+#[derive(Clone)]
+pub struct Scope {
+    user: Option<String>,
+    share: Option<Arc<Share>>,
+}
+
+impl Scope {
+    /// The grant for `target` (a file, or a folder to list or create in).
+    pub fn rights(&self, target: &FileKey) -> Rights {
+        if self.user.as_deref() == Some(target.owner.as_str()) {
+            return Rights::OWNER;
+        }
+        let Some(share) = &self.share else {
+            return Rights::NONE;
+        };
+        let Some(root) = &share.root else {
+            return Rights::NONE;
+        };
+        // The shared file itself, or anything inside the shared folder (a file has no inside).
+        let inside = root.owner == target.owner && target.path.segments().starts_with(root.path.segments());
+        if !inside {
+            return Rights::NONE;
+        }
+        let level = if share.manifest.editable { Level::Edit } else { Level::View };
+        Rights { level, owner: false }
+    }
+
+    pub fn share(&self) -> Option<&Share> {
+        self.share.as_deref()
+    }
+}
+
+/// The file a URI names for a caller who passed every check of its share, and their grant.
 #[derive(Debug, Clone)]
 pub struct Access {
     pub key: FileKey,
+    /// The share the caller came through (carried in tokens so later calls re-check it).
+    pub share: Option<String>,
     pub canonical: CanonicalUri,
-    pub may_edit: bool,
+    pub rights: Rights,
 }
 
-/// Resolves `uri` for `caller`. `ticket` is the raw `X-Cr-Purchase-Ticket`, if sent.
-pub async fn resolve(
-    store: &dyn Store,
-    caller: &Caller,
-    uri: &FileUri,
-    ticket: Option<&str>,
-    now: DateTime<Utc>,
-) -> Result<Access, PolicyError> {
-    match &uri.fs {
-        FileSystem::My { owner } => {
-            let Caller::User { id, .. } = caller else {
-                return Err(PolicyError::LoginRequired);
-            };
-            if let Some(owner) = owner {
-                if owner != id {
-                    return Err(PolicyError::OwnerOnly(owner.clone()));
-                }
-            }
-            Ok(Access {
-                key: FileKey { owner: id.clone(), path: uri.path.clone() },
-                canonical: CanonicalUri::My { owner: id.clone(), path: uri.path.clone() },
-                may_edit: true,
-            })
-        }
-        FileSystem::Share { id, password } => {
-            let manifest = load_share(store, id).await?.ok_or(PolicyError::ShareNotFound)?;
-            if manifest.expires_at.is_some_and(|at| at <= now) {
-                return Err(PolicyError::ShareNotFound);
-            }
-            let target = RelPath::parse_plain(&manifest.path)
-                .map_err(|e| PolicyError::BadManifest(id.clone(), format!("path: {e}")))?;
-            let is_owner = caller.user_id() == Some(manifest.owner.as_str());
-            if !is_owner {
-                if matches!(caller, Caller::Anonymous) && !manifest.allow_anonymous {
-                    return Err(PolicyError::AnonymousDenied);
-                }
-                if let Some(hash) = &manifest.password_hash {
-                    if !password_matches(hash, password.as_deref(), id)? {
-                        return Err(PolicyError::WrongPassword);
+/// Manifests read within the TTL, by share id; bounded (cleared when full).
+const SHARE_CACHE_ENTRIES: usize = 4096;
+
+pub struct Policy {
+    store: Arc<dyn Store>,
+    cache_ttl: Duration,
+    cache: Mutex<HashMap<String, (Instant, Option<Arc<Share>>)>>,
+}
+
+impl Policy {
+    pub fn new(store: Arc<dyn Store>, cache_ttl: Duration) -> Policy {
+        Policy { store, cache_ttl, cache: Mutex::new(HashMap::new()) }
+    }
+
+    /// What `who` may reach now.
+    pub async fn scope(&self, who: Principal<'_>, fresh: Freshness, now: DateTime<Utc>) -> Result<Scope, PolicyError> {
+        let share = match who.share {
+            // An owner needs no share; a share that is gone or expired grants nothing.
+            Some(id) => self.share(id, fresh).await?.filter(|s| {
+                !s.manifest.expires_at.is_some_and(|at| at <= now) && (who.user.is_some() || s.manifest.allow_anonymous)
+            }),
+            None => None,
+        };
+        Ok(Scope { user: who.user.map(str::to_string), share })
+    }
+
+    /// The grant of `who` for one file or folder.
+    pub async fn rights(&self, who: Principal<'_>, target: &FileKey, fresh: Freshness, now: DateTime<Utc>) -> Result<Rights, PolicyError> {
+        Ok(self.scope(who, fresh, now).await?.rights(target))
+    }
+
+    /// Resolves `uri` for `caller` through every check of its file system (ownership; a share's
+    /// expiry, password, anonymous rule and purchase ticket). `admitted` names a share the caller
+    /// already passed (the share of a presented token), whose password is not asked again.
+    pub async fn open(
+        &self,
+        caller: &Caller,
+        uri: &FileUri,
+        ticket: Option<&str>,
+        admitted: Option<&str>,
+        now: DateTime<Utc>,
+    ) -> Result<Access, PolicyError> {
+        match &uri.fs {
+            FileSystem::My { owner } => {
+                let Caller::User { id, .. } = caller else {
+                    return Err(PolicyError::LoginRequired);
+                };
+                if let Some(owner) = owner {
+                    if owner != id {
+                        return Err(PolicyError::OwnerOnly(owner.clone()));
                     }
                 }
-                if manifest.paid && !ticket_matches(&manifest.purchase_ticket_sha256, ticket) {
-                    return Err(PolicyError::PurchaseRequired);
+                Ok(Access {
+                    key: FileKey { owner: id.clone(), path: uri.path.clone() },
+                    share: None,
+                    canonical: CanonicalUri::My { owner: id.clone(), path: uri.path.clone() },
+                    rights: Rights::OWNER,
+                })
+            }
+            FileSystem::Share { id, password } => {
+                let share = self.share(id, Freshness::Fresh).await?.ok_or(PolicyError::ShareNotFound)?;
+                let manifest = &share.manifest;
+                if manifest.expires_at.is_some_and(|at| at <= now) {
+                    return Err(PolicyError::ShareNotFound);
+                }
+                let root = share.root.clone().ok_or(PolicyError::ShareNotFound)?;
+                let is_owner = caller.user_id() == Some(manifest.owner.as_str());
+                if !is_owner {
+                    if matches!(caller, Caller::Anonymous) && !manifest.allow_anonymous {
+                        return Err(PolicyError::AnonymousDenied);
+                    }
+                    if admitted != Some(id.as_str()) {
+                        if let Some(hash) = &manifest.password_hash {
+                            if !password_matches(hash, password.as_deref(), id)? {
+                                return Err(PolicyError::WrongPassword);
+                            }
+                        }
+                        if manifest.paid && !ticket_matches(&manifest.purchase_ticket_sha256, ticket) {
+                            return Err(PolicyError::PurchaseRequired);
+                        }
+                    }
+                }
+                let path = root.path.join(&uri.path).map_err(|_| PolicyError::ShareNotFound)?;
+                let key = FileKey { owner: root.owner.clone(), path };
+                let scope = Scope { user: caller.user_id().map(str::to_string), share: Some(share.clone()) };
+                Ok(Access {
+                    rights: scope.rights(&key),
+                    key,
+                    share: Some(id.clone()),
+                    canonical: CanonicalUri::Share { id: id.clone(), path: uri.path.clone() },
+                })
+            }
+        }
+    }
+
+    /// A share by id: from the cache when allowed and young enough, else read (and cached).
+    async fn share(&self, id: &str, fresh: Freshness) -> Result<Option<Arc<Share>>, PolicyError> {
+        if fresh == Freshness::Cached {
+            let cached = self.cache.lock().ok().and_then(|c| c.get(id).cloned());
+            if let Some((at, share)) = cached {
+                if at.elapsed() < self.cache_ttl {
+                    return Ok(share);
                 }
             }
-            let path = target.join(&uri.path).map_err(|_| PolicyError::ShareNotFound)?;
-            Ok(Access {
-                key: FileKey { owner: manifest.owner.clone(), path },
-                canonical: CanonicalUri::Share { id: id.clone(), path: uri.path.clone() },
-                may_edit: manifest.editable || is_owner,
-            })
         }
+        let share = load_share(self.store.as_ref(), id).await?.map(Arc::new);
+        if let Ok(mut cache) = self.cache.lock() {
+            if cache.len() >= SHARE_CACHE_ENTRIES {
+                cache.clear();
+            }
+            cache.insert(id.to_string(), (Instant::now(), share.clone()));
+        }
+        Ok(share)
     }
 }
 
-/// The store location of a canonical URI minted earlier (no permission check: the token that
-/// carries the URI was granted it).
-pub async fn locate(store: &dyn Store, uri: &FileUri) -> Result<FileKey, PolicyError> {
-    match &uri.fs {
-        FileSystem::My { owner: Some(owner) } => Ok(FileKey { owner: owner.clone(), path: uri.path.clone() }),
-        FileSystem::My { owner: None } => Err(PolicyError::LoginRequired),
-        FileSystem::Share { id, .. } => {
-            let manifest = load_share(store, id).await?.ok_or(PolicyError::ShareNotFound)?;
-            let target = RelPath::parse_plain(&manifest.path)
-                .map_err(|e| PolicyError::BadManifest(id.clone(), format!("path: {e}")))?;
-            let path = target.join(&uri.path).map_err(|_| PolicyError::ShareNotFound)?;
-            Ok(FileKey { owner: manifest.owner, path })
-        }
-    }
+fn share_object(id: &str) -> String {
+    format!("shares/{id}.json")
 }
 
-pub async fn load_share(store: &dyn Store, id: &str) -> Result<Option<ShareManifest>, PolicyError> {
+/// Reads a share manifest and finds its file or folder. A manifest that names a path (as a
+/// platform may write it) gets the id of what is there written into it, compare-and-set, so
+/// from then on renames keep the share working.
+pub async fn load_share(store: &dyn Store, id: &str) -> Result<Option<Share>, PolicyError> {
     if !is_valid_id(id) {
         return Ok(None);
     }
-    let Some(raw) = store.get_object(&format!("shares/{id}.json")).await? else {
+    let Some(raw) = store.get_object(&share_object(id)).await? else {
         return Ok(None);
     };
-    let manifest: ShareManifest =
-        serde_json::from_slice(&raw).map_err(|e| PolicyError::BadManifest(id.to_string(), e.to_string()))?;
+    let bad = |why: String| PolicyError::BadManifest(id.to_string(), why);
+    let mut manifest: ShareManifest = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
     if !is_valid_id(&manifest.owner) {
-        return Err(PolicyError::BadManifest(id.to_string(), "owner is not a valid user id".into()));
+        return Err(bad("owner is not a valid user id".into()));
     }
-    Ok(Some(manifest))
+    let root = match (&manifest.target, &manifest.path) {
+        (Some(target), _) => match ids::resolve(store, target).await? {
+            Some(key) if key.owner == manifest.owner && store.stat(&key).await?.is_some() => Some(key),
+            _ => None,
+        },
+        (None, Some(path)) => {
+            let path = RelPath::parse_plain(path).map_err(|e| bad(format!("path: {e}")))?;
+            let key = FileKey { owner: manifest.owner.clone(), path };
+            match store.stat(&key).await? {
+                Some(Entry::File(_)) | Some(Entry::Folder) => {
+                    manifest.target = Some(ids::file_id(store, &key).await?);
+                    let updated = serde_json::to_vec_pretty(&manifest).map_err(|e| bad(e.to_string()))?;
+                    // Another replica may have done the same meanwhile: then its write stands.
+                    store.swap_object(&share_object(id), Some(&raw), Some(&updated)).await?;
+                    Some(key)
+                }
+                None => None,
+            }
+        }
+        (None, None) => return Err(bad("names neither a target id nor a path".into())),
+    };
+    Ok(Some(Share { id: id.to_string(), manifest, root }))
 }
 
 fn password_matches(hash: &str, given: Option<&str>, share: &str) -> Result<bool, PolicyError> {
@@ -205,5 +381,38 @@ mod tests {
         assert!(password_matches(&hash, Some("s3cret"), "x").unwrap());
         assert!(!password_matches(&hash, Some("nope"), "x").unwrap());
         assert!(!password_matches(&hash, None, "x").unwrap());
+    }
+
+    fn key(owner: &str, path: &str) -> FileKey {
+        FileKey { owner: owner.into(), path: RelPath::parse_plain(path).unwrap() }
+    }
+
+    fn share(root: &str, editable: bool) -> Arc<Share> {
+        let manifest: ShareManifest =
+            serde_json::from_value(serde_json::json!({"owner": "o", "target": "x", "editable": editable})).unwrap();
+        Arc::new(Share { id: "s".into(), manifest, root: Some(key("o", root)) })
+    }
+
+    #[test]
+    fn scope_rights() {
+        let owner = Scope { user: Some("o".into()), share: None };
+        assert_eq!(owner.rights(&key("o", "a/b.docx")), Rights::OWNER);
+        assert_eq!(owner.rights(&key("p", "a/b.docx")), Rights::NONE);
+
+        let folder = Scope { user: None, share: Some(share("Team", false)) };
+        assert_eq!(folder.rights(&key("o", "Team/x.docx")).level, Level::View);
+        assert_eq!(folder.rights(&key("o", "Team")).level, Level::View);
+        assert_eq!(folder.rights(&key("o", "Teams/x.docx")).level, Level::None, "a prefix of a name is not inside");
+        assert_eq!(folder.rights(&key("o", "x.docx")).level, Level::None);
+        assert_eq!(folder.rights(&key("p", "Team/x.docx")).level, Level::None);
+
+        // A single shared file grants its folder nothing.
+        let file = Scope { user: Some("bob".into()), share: Some(share("Docs/shared.docx", true)) };
+        assert_eq!(file.rights(&key("o", "Docs/shared.docx")).level, Level::Edit);
+        assert_eq!(file.rights(&key("o", "Docs")).level, Level::None);
+        assert_eq!(file.rights(&key("o", "Docs/secret.docx")).level, Level::None);
+        assert!(!file.rights(&key("o", "Docs/shared.docx")).owner);
+
+        assert_eq!(Rights::OWNER.capped(Level::View), Rights { level: Level::View, owner: false });
     }
 }

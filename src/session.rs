@@ -7,11 +7,11 @@ use uuid::Uuid;
 
 use crate::auth::{AuthError, Caller};
 use crate::discovery::DiscoveryError;
-use crate::policy::{self, PolicyError};
+use crate::policy::{Level, PolicyError};
 use crate::state::AppState;
 use crate::store::{ids, Entry, FileMeta, StoreError};
 use crate::token::{Action, Grant, TokenError};
-use crate::uri::{CanonicalUri, FileUri, UriError};
+use crate::uri::{FileUri, UriError};
 
 /// The request body, exactly as Cloudreve's API names it.
 #[derive(Debug, Deserialize)]
@@ -76,7 +76,10 @@ pub async fn create(
     let now = app.clock.now();
     let store = app.store.as_ref();
 
-    let access = policy::resolve(store, &caller, &uri, ticket, now).await?;
+    let access = app.policy.open(&caller, &uri, ticket, None, now).await?;
+    if access.rights.level == Level::None {
+        return Err(SessionError::NotFound);
+    }
     let current = match store.stat(&access.key).await? {
         Some(Entry::File(meta)) => meta,
         Some(Entry::Folder) => return Err(SessionError::IsFolder),
@@ -97,11 +100,11 @@ pub async fn create(
     };
 
     let parent = match &request.parent_uri {
-        Some(raw) if !raw.trim().is_empty() => Some(parent_folder(app, &caller, raw, ticket, &access.canonical).await?),
+        Some(raw) if !raw.trim().is_empty() => Some(parent_folder(app, &caller, raw, ticket, access.share.as_deref()).await?),
         _ => None,
     };
 
-    let may_edit = access.may_edit && version.is_empty() && opened.size <= app.config.edit_max_size;
+    let may_edit = access.rights.level == Level::Edit && version.is_empty() && opened.size <= app.config.edit_max_size;
     let wanted = if request.preferred_action == Action::Edit && may_edit { Action::Edit } else { Action::View };
 
     let session_id = Uuid::new_v4();
@@ -123,13 +126,13 @@ pub async fn create(
         sub,
         name,
         anon,
-        uri: access.canonical.to_string(),
         fid: file_id,
         ver: version,
         act: chosen.action,
         vid: viewer.id,
         ext,
-        par: parent,
+        shr: access.share,
+        pid: parent,
     };
     // Tokens live on system time: that is the time their verification (jsonwebtoken) uses.
     let (access_token, claims) = app.tokens.mint(grant, chrono::Utc::now().timestamp(), None)?;
@@ -143,27 +146,23 @@ pub async fn create(
 }
 
 /// `parent_uri` must be a folder the caller reaches the same way as the file (own files, or the
-/// same share); it is where files created from the session go.
+/// same share); it is where files created from the session go. Returns its id: whether the
+/// session may create files there is decided when it does, from the store's state then.
 async fn parent_folder(
     app: &AppState,
     caller: &Caller,
     raw: &str,
     ticket: Option<&str>,
-    file: &CanonicalUri,
+    file_share: Option<&str>,
 ) -> Result<String, SessionError> {
     let uri = FileUri::parse(raw).map_err(|source| SessionError::Uri { field: "parent_uri", source })?;
-    let access = policy::resolve(app.store.as_ref(), caller, &uri, ticket, app.clock.now()).await?;
-    let same_space = match (&access.canonical, file) {
-        (CanonicalUri::My { owner: a, .. }, CanonicalUri::My { owner: b, .. }) => a == b,
-        (CanonicalUri::Share { id: a, .. }, CanonicalUri::Share { id: b, .. }) => a == b,
-        _ => false,
-    };
-    if !same_space {
+    let access = app.policy.open(caller, &uri, ticket, file_share, app.clock.now()).await?;
+    if access.share.as_deref() != file_share {
         return Err(SessionError::BadParent("must be in the same file system as uri".into()));
     }
     match app.store.stat(&access.key).await? {
-        Some(Entry::Folder) => Ok(access.canonical.to_string()),
+        Some(Entry::Folder) if access.rights.level != Level::None => Ok(ids::file_id(app.store.as_ref(), &access.key).await?),
+        Some(Entry::Folder) | None => Err(SessionError::BadParent("folder not found".into())),
         Some(Entry::File(_)) => Err(SessionError::BadParent("names a file, not a folder".into())),
-        None => Err(SessionError::BadParent("folder not found".into())),
     }
 }

@@ -18,6 +18,7 @@ use crate::store::mutex::{CommitMutex, ObjectMutex, RedisMutex};
 use crate::store::s3::{self, S3Store};
 use crate::discovery::Viewers;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::http::{self, RequestSpan};
 use crate::state::AppState;
 use crate::store::local::LocalStore;
@@ -124,7 +125,8 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;
         let port = listener.local_addr()?.port();
-        let state = web::Data::new(AppState { config, store, locks, clock, tokens, callers, viewers, metrics });
+        let policy = Policy::new(store.clone(), Duration::from_secs(config.share_cache_secs));
+        let state = web::Data::new(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics });
         let grace = state.config.shutdown_grace_secs;
         let server = HttpServer::new(move || {
             App::new()

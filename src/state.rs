@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::discovery::Viewers;
 use crate::locks::LockStore;
 use crate::metrics::Metrics;
+use crate::policy::Policy;
 use crate::store::Store;
 use crate::token::TokenKeys;
 
@@ -15,6 +16,8 @@ use crate::token::TokenKeys;
 pub struct AppState {
     pub config: Config,
     pub store: Arc<dyn Store>,
+    /// Who may do what: every grant and every minted token goes through it.
+    pub policy: Policy,
     pub locks: Arc<dyn LockStore>,
     pub clock: Arc<dyn Clock>,
     pub tokens: TokenKeys,

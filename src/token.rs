@@ -49,8 +49,6 @@ pub struct AccessClaims {
     pub name: String,
     #[serde(default, skip_serializing_if = "is_false")]
     pub anon: bool,
-    /// Canonical file URI (owner explicit, no share password).
-    pub uri: String,
     /// File id: the `{id}` of `/wopi/files/{id}`; a token is valid for this file only.
     pub fid: String,
     /// Version the session was opened on; empty = current.
@@ -62,9 +60,13 @@ pub struct AccessClaims {
     /// Avatar and mail of the user, when the caller's JWT had them.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ext: Option<UserExtra>,
-    /// Folder where files created from this session go (canonical URI), when given.
+    /// The share the session came through: every call re-checks it (it may have changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub par: Option<String>,
+    pub shr: Option<String>,
+    /// Id of the folder where files created from this session go (`parent_uri`), when given;
+    /// else the file's own folder.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<String>,
     pub iat: i64,
     pub nbf: i64,
     pub exp: i64,
@@ -85,13 +87,13 @@ pub struct Grant {
     pub sub: String,
     pub name: String,
     pub anon: bool,
-    pub uri: String,
     pub fid: String,
     pub ver: String,
     pub act: Action,
     pub vid: Uuid,
     pub ext: Option<UserExtra>,
-    pub par: Option<String>,
+    pub shr: Option<String>,
+    pub pid: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -179,13 +181,13 @@ impl TokenKeys {
             sub: "probe".into(),
             name: String::new(),
             anon: false,
-            uri: String::new(),
             fid: String::new(),
             ver: String::new(),
             act: Action::View,
             vid: Uuid::nil(),
             ext: None,
-            par: None,
+            shr: None,
+            pid: None,
         };
         let (token, _) = self
             .mint(probe, chrono::Utc::now().timestamp(), None)
@@ -211,13 +213,13 @@ impl TokenKeys {
             sub: grant.sub,
             name: grant.name,
             anon: grant.anon,
-            uri: grant.uri,
             fid: grant.fid,
             ver: grant.ver,
             act: grant.act,
             vid: grant.vid,
             ext: grant.ext,
-            par: grant.par,
+            shr: grant.shr,
+            pid: grant.pid,
             iat: now,
             nbf: now,
             exp,
@@ -335,13 +337,13 @@ mod tests {
             sub: "u1".into(),
             name: "Ada".into(),
             anon: false,
-            uri: "cloudreve://u1@my/a.docx".into(),
             fid: "abc".into(),
             ver: String::new(),
             act: Action::Edit,
             vid: Uuid::new_v4(),
             ext: None,
-            par: None,
+            shr: None,
+            pid: None,
         }
     }
 

@@ -11,6 +11,7 @@ use serde_json::json;
 use crate::locks::{LockOp, LockOutcome};
 use crate::http::note;
 use crate::metrics::WopiOp;
+use crate::policy::Freshness;
 use crate::proof::ProofHeaders;
 use crate::state::AppState;
 use crate::store::StoreError;
@@ -78,9 +79,10 @@ async fn authorize(req: &HttpRequest, app: &AppState, file_id: Option<&str>) -> 
     result
 }
 
-async fn file_session(req: &HttpRequest, app: &AppState, file_id: &str) -> Result<FileSession, WopiError> {
+/// `fresh`: GetFile may use a share manifest read a few seconds ago; every other call re-reads.
+async fn file_session(req: &HttpRequest, app: &AppState, file_id: &str, fresh: Freshness) -> Result<FileSession, WopiError> {
     let (token, claims) = authorize(req, app, Some(file_id)).await?;
-    wopi::open(app, token, claims).await
+    wopi::open(app, token, claims, fresh).await
 }
 
 fn json_ok(body: serde_json::Value) -> HttpResponse {
@@ -90,7 +92,7 @@ fn json_ok(body: serde_json::Value) -> HttpResponse {
 /// `GET /wopi/files/{id}`
 async fn check_file_info(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
     record(&req, "CheckFileInfo", Some(&id));
-    let session = file_session(&req, &app, &id).await?;
+    let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
     let body = wopi::check_file_info(&app, &session).await?;
     Ok(HttpResponse::Ok().content_type("application/json").body(body))
 }
@@ -98,7 +100,7 @@ async fn check_file_info(req: HttpRequest, app: web::Data<AppState>, id: web::Pa
 /// `GET /wopi/files/{id}/contents`
 async fn get_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
     record(&req, "GetFile", Some(&id));
-    let session = file_session(&req, &app, &id).await?;
+    let session = file_session(&req, &app, &id, Freshness::Cached).await?;
     let content = wopi::get_file(&app, &session, header(&req, "x-wopi-maxexpectedsize"), header(&req, "range")).await?;
     let mut response = match content.range {
         Some((start, end)) => {
@@ -125,7 +127,7 @@ async fn put_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<Stri
         return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /contents")));
     }
     record(&req, "PutFile", Some(&id));
-    let session = file_session(&req, &app, &id).await?;
+    let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
     let request = PutFileRequest {
         lock: header(&req, "x-wopi-lock"),
         cool_timestamp: cool_header(&req, "timestamp"),
@@ -155,7 +157,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
     };
     if let Some(op) = lock_op {
         record(&req, op.name(), Some(&id));
-        let session = file_session(&req, &app, &id).await?;
+        let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
         let (outcome, version) = wopi::lock(&app, &session, op).await?;
         return match outcome {
             LockOutcome::Granted(current) => {
@@ -175,7 +177,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
     match override_.as_str() {
         "PUT_RELATIVE" => {
             record(&req, "PutRelativeFile", Some(&id));
-            let session = file_session(&req, &app, &id).await?;
+            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
             let request = RelativeRequest {
                 suggested: header(&req, "x-wopi-suggestedtarget"),
                 relative: header(&req, "x-wopi-relativetarget"),
@@ -187,19 +189,19 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
         }
         "RENAME_FILE" => {
             record(&req, "RenameFile", Some(&id));
-            let session = file_session(&req, &app, &id).await?;
+            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
             let name = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
             Ok(json_ok(json!({"Name": name})))
         }
         "DELETE" => {
             record(&req, "DeleteFile", Some(&id));
-            let session = file_session(&req, &app, &id).await?;
+            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
             wopi::delete(&app, &session).await?;
             Ok(HttpResponse::Ok().finish())
         }
         "PUT_USER_INFO" => {
             record(&req, "PutUserInfo", Some(&id));
-            let session = file_session(&req, &app, &id).await?;
+            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
             let text = read_small_body(body, 4096).await?;
             wopi::put_user_info(&app, &session, &text).await?;
             Ok(HttpResponse::Ok().finish())
@@ -207,7 +209,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
         other => {
             record(&req, "Unknown", Some(&id));
             // Still authenticate: an unknown operation must not reveal more to a stranger.
-            file_session(&req, &app, &id).await?;
+            file_session(&req, &app, &id, Freshness::Fresh).await?;
             Err(WopiError::NotImplemented(format!("X-WOPI-Override '{other}'")))
         }
     }

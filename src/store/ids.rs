@@ -9,7 +9,7 @@ use base64::Engine;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use super::{FileKey, Store, StoreError};
+use super::{FileGuard, FileKey, Store, StoreError};
 use crate::uri::RelPath;
 
 #[derive(Serialize, Deserialize)]
@@ -110,4 +110,32 @@ pub async fn moved(store: &dyn Store, id: &str, from: &FileKey, to: &FileKey) ->
 pub async fn forget(store: &dyn Store, id: &str, key: &FileKey) -> Result<(), StoreError> {
     store.delete_object(&path_object(key)).await?;
     store.delete_object(&id_object(id)).await
+}
+
+/// The guard of the file at `key` (creating its id if it has none), taken so that the id still
+/// names `key` once held: a rename that moved the id away meanwhile leaves the path to another
+/// id, which is then taken instead.
+pub async fn lock_path(store: &dyn Store, key: &FileKey) -> Result<(FileGuard, String), StoreError> {
+    for _ in 0..10 {
+        let id = file_id(store, key).await?;
+        let guard = store.lock_file(&id).await?;
+        if resolve(store, &id).await?.as_ref() == Some(key) {
+            return Ok((guard, id));
+        }
+        guard.release().await;
+    }
+    Err(StoreError::Io(std::io::Error::other("the file id kept moving while taking its guard")))
+}
+
+/// The guard of the file `id` names, and where that file is now (under the guard, so a rename
+/// or delete that ran before is seen). `None`: the id names nothing any more.
+pub async fn lock_id(store: &dyn Store, id: &str) -> Result<Option<(FileGuard, FileKey)>, StoreError> {
+    let guard = store.lock_file(id).await?;
+    match resolve(store, id).await? {
+        Some(key) => Ok(Some((guard, key))),
+        None => {
+            guard.release().await;
+            Ok(None)
+        }
+    }
 }

@@ -20,7 +20,7 @@ use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::{
-    check_object_name, Download, Entry, FileKey, FileMeta, Precondition, Staged, Store, StoreError, Upload,
+    check_object_name, Download, Entry, FileGuard, FileKey, HeldGuard, FileMeta, Precondition, Staged, Store, StoreError, Upload,
 };
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -261,6 +261,16 @@ fn keep_version(paths: &Paths, history: &str, path: &Path, version: &str) -> Res
     Ok(())
 }
 
+/// A file's guard on the local store: the flock'd lock file (closing it lets go).
+struct HeldFlock(File);
+
+#[async_trait]
+impl HeldGuard for HeldFlock {
+    async fn release(self: Box<Self>) {
+        let _ = self.0.unlock();
+    }
+}
+
 struct LocalUpload {
     file: tokio::fs::File,
     path: PathBuf,
@@ -393,53 +403,72 @@ impl Store for LocalStore {
         Ok(Box::new(LocalUpload { file, path, written: 0, limit }))
     }
 
+    async fn lock_file(&self, history: &str) -> Result<FileGuard, StoreError> {
+        check_object_name(history)?;
+        let path = self.paths().lock_file(&format!("{history}.content"));
+        // flock: exclusive across threads (each guard opens its own descriptor) and processes.
+        let held = blocking(move || {
+            let file = OpenOptions::new().create(true).truncate(false).write(true).open(&path)?;
+            file.lock()?;
+            Ok(file)
+        })
+        .await?;
+        Ok(FileGuard::new(history, Box::new(HeldFlock(held))))
+    }
+
     async fn commit(
         &self,
-        staged: Staged,
+        guard: &FileGuard,
+        staged: &Staged,
         key: &FileKey,
-        history: &str,
         precondition: Precondition,
     ) -> Result<FileMeta, StoreError> {
-        check_object_name(history)?;
         check_object_name(&staged.handle)?;
         let paths = self.paths();
         let key = key.clone();
-        let history = history.to_string();
+        let history = guard.history().to_string();
         let temp = paths.tmp().join(&staged.handle);
-        let cleanup = temp.clone();
-        let result = blocking(move || {
-            with_flock(&paths.lock_file(&format!("{history}.content")), || {
-                let target = paths.writable(&key)?;
-                let current = not_found_is_none(std::fs::metadata(&target))?;
-                if current.as_ref().is_some_and(|m| m.is_dir()) {
-                    return Err(StoreError::Conflict);
+        blocking(move || {
+            let target = paths.writable(&key)?;
+            let current = not_found_is_none(std::fs::metadata(&target))?;
+            if current.as_ref().is_some_and(|m| m.is_dir()) {
+                return Err(StoreError::Conflict);
+            }
+            let holds = match (&precondition, &current) {
+                (Precondition::Version(v), Some(m)) => &version_of(m) == v,
+                (Precondition::Version(_), None) => return Err(StoreError::NotFound),
+                (Precondition::Absent, existing) => existing.is_none(),
+                (Precondition::Any, _) => true,
+            };
+            if !holds {
+                return Err(StoreError::Conflict);
+            }
+            let mut modified = SystemTime::now();
+            if let Some(old) = &current {
+                keep_version(&paths, &history, &target, &version_of(old))?;
+                // Strictly after the old time, even within the clock's granularity.
+                let floor = old.modified()? + Duration::from_micros(1);
+                modified = modified.max(floor);
+            }
+            OpenOptions::new().write(true).open(&temp)?.set_modified(modified)?;
+            if current.is_none() {
+                // Create: link() refuses a name that appeared meanwhile (another file renamed
+                // onto it), where rename() would replace it.
+                match std::fs::hard_link(&temp, &target) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Conflict),
+                    Err(e) => return Err(e.into()),
                 }
-                let holds = match (&precondition, &current) {
-                    (Precondition::Version(v), Some(m)) => &version_of(m) == v,
-                    (Precondition::Version(_), None) => return Err(StoreError::NotFound),
-                    (Precondition::Absent, existing) => existing.is_none(),
-                    (Precondition::Any, _) => true,
-                };
-                if !holds {
-                    return Err(StoreError::Conflict);
+                std::fs::remove_file(&temp)?;
+                if let Some(parent) = target.parent() {
+                    File::open(parent)?.sync_all()?;
                 }
-                let mut modified = SystemTime::now();
-                if let Some(old) = &current {
-                    keep_version(&paths, &history, &target, &version_of(old))?;
-                    // Strictly after the old time, even within the clock's granularity.
-                    let floor = old.modified()? + Duration::from_micros(1);
-                    modified = modified.max(floor);
-                }
-                OpenOptions::new().write(true).open(&temp)?.set_modified(modified)?;
+            } else {
                 rename_durable(&temp, &target)?;
-                Ok(file_meta(&std::fs::metadata(&target)?))
-            })
+            }
+            Ok(file_meta(&std::fs::metadata(&target)?))
         })
-        .await;
-        if result.is_err() {
-            let _ = tokio::fs::remove_file(cleanup).await;
-        }
-        result
+        .await
     }
 
     async fn discard(&self, staged: Staged) {
@@ -448,7 +477,7 @@ impl Store for LocalStore {
         }
     }
 
-    async fn rename(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+    async fn rename(&self, _guard: &FileGuard, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
         let paths = self.paths();
         let (from, to) = (from.clone(), to.clone());
         blocking(move || {
@@ -469,22 +498,19 @@ impl Store for LocalStore {
         .await
     }
 
-    async fn delete(&self, key: &FileKey, history: &str) -> Result<(), StoreError> {
-        check_object_name(history)?;
+    async fn delete(&self, guard: &FileGuard, key: &FileKey) -> Result<(), StoreError> {
         let paths = self.paths();
         let key = key.clone();
-        let history = history.to_string();
+        let history = guard.history().to_string();
         blocking(move || {
-            with_flock(&paths.lock_file(&format!("{history}.content")), || {
-                let path = paths.existing(&key)?.ok_or(StoreError::NotFound)?;
-                let meta = std::fs::metadata(&path)?;
-                if meta.is_dir() {
-                    return Err(StoreError::NotFound);
-                }
-                keep_version(&paths, &history, &path, &version_of(&meta))?;
-                std::fs::remove_file(&path)?;
-                Ok(())
-            })
+            let path = paths.existing(&key)?.ok_or(StoreError::NotFound)?;
+            let meta = std::fs::metadata(&path)?;
+            if meta.is_dir() {
+                return Err(StoreError::NotFound);
+            }
+            keep_version(&paths, &history, &path, &version_of(&meta))?;
+            std::fs::remove_file(&path)?;
+            Ok(())
         })
         .await
     }
@@ -588,7 +614,8 @@ mod tests {
         std::os::unix::fs::symlink(outside.path().join("secret.docx"), dir.path().join("u1/link.docx")).unwrap();
         assert!(matches!(store.stat(&key("link.docx")).await, Err(StoreError::Escape)));
         let staged = upload(&store, b"new").await;
-        assert!(matches!(store.commit(staged, &key("link.docx"), "h", Precondition::Any).await, Err(StoreError::Escape)));
+        let guard = store.lock_file("h").await.unwrap();
+        assert!(matches!(store.commit(&guard, &staged, &key("link.docx"), Precondition::Any).await, Err(StoreError::Escape)));
         assert_eq!(std::fs::read(outside.path().join("secret.docx")).unwrap(), b"x");
     }
 
@@ -596,25 +623,31 @@ mod tests {
     async fn commits_are_compare_and_set_and_keep_versions() {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), 2).unwrap();
-        let first = store.commit(upload(&store, b"one").await, &key("a.txt"), "h", Precondition::Absent).await.unwrap();
-        let again = store.commit(upload(&store, b"two").await, &key("a.txt"), "h", Precondition::Absent).await;
+        let g = store.lock_file("h").await.unwrap();
+        let first = store.commit(&g, &upload(&store, b"one").await, &key("a.txt"), Precondition::Absent).await.unwrap();
+        let refused = upload(&store, b"two").await;
+        let again = store.commit(&g, &refused, &key("a.txt"), Precondition::Absent).await;
         assert!(matches!(again, Err(StoreError::Conflict)));
+        // A refused commit leaves the upload staged: it can go elsewhere.
+        store.commit(&g, &refused, &key("b.txt"), Precondition::Absent).await.unwrap();
         let second =
-            store.commit(upload(&store, b"two").await, &key("a.txt"), "h", Precondition::Version(first.version.clone())).await.unwrap();
+            store.commit(&g, &upload(&store, b"two").await, &key("a.txt"), Precondition::Version(first.version.clone())).await.unwrap();
         assert_ne!(first.version, second.version);
-        let stale = store.commit(upload(&store, b"3").await, &key("a.txt"), "h", Precondition::Version(first.version.clone())).await;
-        assert!(matches!(stale, Err(StoreError::Conflict)));
+        let stale = upload(&store, b"3").await;
+        assert!(matches!(store.commit(&g, &stale, &key("a.txt"), Precondition::Version(first.version.clone())).await, Err(StoreError::Conflict)));
+        store.discard(stale).await;
         let past = store.stat_past_version("h", &first.version).await.unwrap().unwrap();
         assert_eq!(past.size, 3);
         // Same size, back to back: versions still differ.
         let mut last = second;
         for i in 0..5u8 {
-            let next = store.commit(upload(&store, &[i; 3]).await, &key("a.txt"), "h", Precondition::Any).await.unwrap();
+            let next = store.commit(&g, &upload(&store, &[i; 3]).await, &key("a.txt"), Precondition::Any).await.unwrap();
             assert_ne!(next.version, last.version);
             last = next;
         }
         let kept = std::fs::read_dir(dir.path().join(".wopigate/versions/h")).unwrap().count();
         assert_eq!(kept, 2, "only the configured number of past versions is kept");
+        drop(g);
         assert_eq!(std::fs::read_dir(dir.path().join(".wopigate/tmp")).unwrap().count(), 0);
     }
 

@@ -89,6 +89,57 @@ pub trait Upload: Send {
     async fn abort(self: Box<Self>);
 }
 
+/// What a backend holds for a `FileGuard` (an flock'd file, a mutex token).
+#[async_trait]
+pub trait HeldGuard: Send + Sync + 'static {
+    async fn release(self: Box<Self>);
+}
+
+/// Exclusive right to change one file (see `Store::lock_file`). `release` gives it back at
+/// once; a guard merely dropped (an early return) is released in the background.
+pub struct FileGuard {
+    history: String,
+    held: Option<Box<dyn HeldGuard>>,
+}
+
+impl FileGuard {
+    pub(crate) fn new(history: &str, held: Box<dyn HeldGuard>) -> FileGuard {
+        FileGuard { history: history.to_string(), held: Some(held) }
+    }
+
+    /// The file id whose history (past versions) the guarded file keeps.
+    pub fn history(&self) -> &str {
+        &self.history
+    }
+
+    pub async fn release(mut self) {
+        if let Some(held) = self.held.take() {
+            held.release().await;
+        }
+    }
+}
+
+impl Drop for FileGuard {
+    fn drop(&mut self) {
+        if let Some(held) = self.held.take() {
+            match tokio::runtime::Handle::try_current() {
+                Ok(runtime) => {
+                    runtime.spawn(held.release());
+                }
+                // No runtime (a test's teardown): backends still let go (an flock closes; a
+                // mutex expires).
+                Err(_) => drop(held),
+            }
+        }
+    }
+}
+
+impl std::fmt::Debug for FileGuard {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FileGuard").field("history", &self.history).finish()
+    }
+}
+
 /// A finished upload waiting to be committed (or discarded).
 #[derive(Debug)]
 pub struct Staged {
@@ -118,23 +169,31 @@ pub trait Store: Send + Sync + 'static {
     /// Starts an upload of at most `limit` bytes.
     async fn begin_upload(&self, limit: u64) -> Result<Box<dyn Upload>, StoreError>;
 
-    /// Puts a staged upload in place if `precondition` holds, atomically: readers see the old
-    /// content or the new, never a part. The replaced content stays as a past version.
+    /// Takes the guard of the file whose history is `history` (its file id), waiting while
+    /// another request or replica holds it. Every change of a file's content, name or existence
+    /// runs under its guard, after re-reading where the file is: so any two operations on one
+    /// file behave as if one ran after the other.
+    async fn lock_file(&self, history: &str) -> Result<FileGuard, StoreError>;
+
+    /// Puts a staged upload in place at `key` if `precondition` holds, atomically: readers see
+    /// the old content or the new, never a part. The replaced content stays as a past version of
+    /// the guard's file. On success the staged upload is used up; on failure it stays staged (to
+    /// retry elsewhere, or `discard`).
     async fn commit(
         &self,
-        staged: Staged,
+        guard: &FileGuard,
+        staged: &Staged,
         key: &FileKey,
-        history: &str,
         precondition: Precondition,
     ) -> Result<FileMeta, StoreError>;
 
     async fn discard(&self, staged: Staged);
 
-    /// Renames a file; `Conflict` when the target exists.
-    async fn rename(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError>;
+    /// Renames the guard's file; `Conflict` when the target exists (never overwrites).
+    async fn rename(&self, guard: &FileGuard, from: &FileKey, to: &FileKey) -> Result<(), StoreError>;
 
-    /// Deletes a file; its content is kept as a past version of `history`.
-    async fn delete(&self, key: &FileKey, history: &str) -> Result<(), StoreError>;
+    /// Deletes the guard's file; its content is kept as a past version.
+    async fn delete(&self, guard: &FileGuard, key: &FileKey) -> Result<(), StoreError>;
 
     /// A small metadata object (`shares/<id>.json`, `ids/<id>.json`, …).
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;

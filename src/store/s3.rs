@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
 use super::mutex::CommitMutex;
-use super::{check_object_name, Download, Entry, FileKey, FileMeta, Precondition, Staged, Store, StoreError, Upload};
+use super::{check_object_name, Download, Entry, FileGuard, FileKey, HeldGuard, FileMeta, Precondition, Staged, Store, StoreError, Upload};
 use crate::config::S3Config;
 
 const VERSION_ATTR: &str = "wopigate-version";
@@ -144,6 +144,20 @@ impl S3Store {
             }
         }
         Ok(())
+    }
+}
+
+/// A file's guard on S3: its mutex.
+struct HeldMutex {
+    mutex: Arc<dyn CommitMutex>,
+    name: String,
+    token: String,
+}
+
+#[async_trait]
+impl HeldGuard for HeldMutex {
+    async fn release(self: Box<Self>) {
+        self.mutex.release(&self.name, &self.token).await;
     }
 }
 
@@ -310,30 +324,43 @@ impl Store for S3Store {
         }))
     }
 
-    async fn commit(&self, staged: Staged, key: &FileKey, history: &str, precondition: Precondition) -> Result<FileMeta, StoreError> {
+    async fn lock_file(&self, history: &str) -> Result<FileGuard, StoreError> {
+        check_object_name(history)?;
+        let name = mutex_name(&format!("content/{history}"));
+        let token = self.mutex.acquire(&name, self.timeout).await?;
+        Ok(FileGuard::new(history, Box::new(HeldMutex { mutex: self.mutex.clone(), name, token })))
+    }
+
+    async fn commit(&self, guard: &FileGuard, staged: &Staged, key: &FileKey, precondition: Precondition) -> Result<FileMeta, StoreError> {
         check_object_name(&staged.handle)?;
         let target = self.file_path(key);
         let tmp = self.tmp(&staged.handle);
-        let result = self
-            .exclusive(&format!("content/{history}"), async {
-                let current = self.head(&target).await?;
-                let holds = match (&precondition, &current) {
-                    (Precondition::Version(v), Some(m)) => &m.version == v,
-                    (Precondition::Version(_), None) => return Err(StoreError::NotFound),
-                    (Precondition::Absent, existing) => existing.is_none(),
-                    (Precondition::Any, _) => true,
-                };
-                if !holds {
-                    return Err(StoreError::Conflict);
-                }
-                if let Some(old) = &current {
-                    self.keep_version(history, &target, &old.version).await?;
-                }
-                self.store.copy(&tmp, &target).await.map_err(store_error)?;
-                self.head(&target).await?.ok_or(StoreError::NotFound)
-            })
-            .await;
-        let _ = self.store.delete(&tmp).await;
+        let write = async {
+            let current = self.head(&target).await?;
+            let holds = match (&precondition, &current) {
+                (Precondition::Version(v), Some(m)) => &m.version == v,
+                (Precondition::Version(_), None) => return Err(StoreError::NotFound),
+                (Precondition::Absent, existing) => existing.is_none(),
+                (Precondition::Any, _) => true,
+            };
+            if !holds {
+                return Err(StoreError::Conflict);
+            }
+            if let Some(old) = &current {
+                self.keep_version(guard.history(), &target, &old.version).await?;
+            }
+            self.store.copy(&tmp, &target).await.map_err(store_error)?;
+            self.head(&target).await?.ok_or(StoreError::NotFound)
+        };
+        // A create also takes the name's mutex, which renames onto that name hold: a name is
+        // created once, whichever file gets it.
+        let result = match precondition {
+            Precondition::Absent => self.exclusive(&format!("name/{target}"), write).await,
+            _ => write.await,
+        };
+        if result.is_ok() {
+            let _ = self.store.delete(&tmp).await;
+        }
         result
     }
 
@@ -343,7 +370,7 @@ impl Store for S3Store {
         }
     }
 
-    async fn rename(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+    async fn rename(&self, _guard: &FileGuard, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
         let (source, target) = (self.file_path(from), self.file_path(to));
         self.exclusive(&format!("name/{target}"), async {
             if self.head(&target).await?.is_some() {
@@ -355,14 +382,11 @@ impl Store for S3Store {
         .await
     }
 
-    async fn delete(&self, key: &FileKey, history: &str) -> Result<(), StoreError> {
+    async fn delete(&self, guard: &FileGuard, key: &FileKey) -> Result<(), StoreError> {
         let path = self.file_path(key);
-        self.exclusive(&format!("content/{history}"), async {
-            let meta = self.head(&path).await?.ok_or(StoreError::NotFound)?;
-            self.keep_version(history, &path, &meta.version).await?;
-            self.store.delete(&path).await.map_err(store_error)
-        })
-        .await
+        let meta = self.head(&path).await?.ok_or(StoreError::NotFound)?;
+        self.keep_version(guard.history(), &path, &meta.version).await?;
+        self.store.delete(&path).await.map_err(store_error)
     }
 
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

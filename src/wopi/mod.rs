@@ -12,12 +12,12 @@ use serde_json::{json, Value};
 use crate::auth::Caller;
 use crate::discovery::action_url::encode_component;
 use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
-use crate::policy::{self, PolicyError};
+use crate::policy::{Freshness, Level, PolicyError, Principal, Rights, Scope};
 use crate::proof::{self, ProofCheck, ProofHeaders};
 use crate::state::AppState;
-use crate::store::{ids, ByteStream, Entry, FileKey, FileMeta, Precondition, StoreError};
+use crate::store::{ids, ByteStream, Entry, FileGuard, FileKey, FileMeta, Precondition, Staged, StoreError};
 use crate::token::{AccessClaims, Action, Grant, TokenError};
-use crate::uri::{CanonicalUri, FileUri, RelPath};
+use crate::uri::{FileUri, RelPath};
 
 #[derive(Debug, thiserror::Error)]
 pub enum WopiError {
@@ -65,16 +65,21 @@ impl From<StoreError> for WopiError {
     }
 }
 
-/// An authorised request: the token's claims and the file they name.
+/// An authorised request: the token's claims, the file they name, and what the session may do
+/// with it now.
 pub struct FileSession {
     pub token: String,
     pub claims: AccessClaims,
     pub key: FileKey,
+    /// What the presenting user may reach now (ownership, the share's current manifest).
+    scope: Scope,
+    /// The token's action capped by policy over the store's current state.
+    pub rights: Rights,
 }
 
 impl FileSession {
     fn can_write(&self) -> bool {
-        self.claims.act == Action::Edit && self.claims.ver.is_empty()
+        self.rights.level == Level::Edit
     }
 
     fn require_write(&self) -> Result<(), WopiError> {
@@ -83,6 +88,20 @@ impl FileSession {
         } else {
             Err(WopiError::Unauthorized("this access token does not allow changes".into()))
         }
+    }
+}
+
+/// The user a token speaks for, and the share it came through.
+fn principal(claims: &AccessClaims) -> Principal<'_> {
+    Principal { user: (!claims.anon).then_some(claims.sub.as_str()), share: claims.shr.as_deref() }
+}
+
+/// The most a token allows by itself: a past version or a view token only reads.
+fn token_level(claims: &AccessClaims) -> Level {
+    if claims.act == Action::Edit && claims.ver.is_empty() {
+        Level::Edit
+    } else {
+        Level::View
     }
 }
 
@@ -121,10 +140,16 @@ pub async fn authorize(
     Ok((token.to_string(), claims))
 }
 
-/// Resolves the file a token names (by id, so renames keep working).
-pub async fn open(app: &AppState, token: String, claims: AccessClaims) -> Result<FileSession, WopiError> {
+/// Resolves the file a token names (by id, so renames keep working) and what its session may
+/// do now. `fresh`: whether a share manifest must be re-read (see `policy::Freshness`).
+pub async fn open(app: &AppState, token: String, claims: AccessClaims, fresh: Freshness) -> Result<FileSession, WopiError> {
     let key = ids::resolve(app.store.as_ref(), &claims.fid).await?.ok_or(WopiError::NotFound)?;
-    Ok(FileSession { token, claims, key })
+    let scope = app.policy.scope(principal(&claims), fresh, app.clock.now()).await.map_err(policy_error)?;
+    let rights = scope.rights(&key).capped(token_level(&claims));
+    if rights.level == Level::None {
+        return Err(WopiError::Unauthorized("this session no longer has access to the file (its share changed or is gone)".into()));
+    }
+    Ok(FileSession { token, claims, key, scope, rights })
 }
 
 async fn check_proof(
@@ -257,7 +282,12 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
     let meta = session_meta(app, s).await?;
     let name = s.key.path.file_name().unwrap_or_default();
     let writable = s.can_write();
-    let user_info = app.store.get_object(&user_info_object(&s.claims.sub)).await?;
+    let may_create = writable && relative_folder(app, s).await?.is_some();
+    // User info is kept for signed-in users only (anonymous visitors cannot grow the store).
+    let user_info = match s.claims.anon {
+        true => None,
+        false => app.store.get_object(&user_info_object(&s.claims.sub)).await?,
+    };
     let info = FileInfo {
         base_file_name: name,
         owner_id: &s.key.owner,
@@ -273,14 +303,14 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         user_can_write: writable,
         read_only: !writable,
         user_can_rename: writable,
-        user_can_not_write_relative: !writable,
+        user_can_not_write_relative: !may_create,
         supports_update: true,
         supports_locks: true,
         supports_get_lock: true,
         supports_extended_lock_length: true,
         supports_rename: true,
         supports_delete_file: true,
-        supports_user_info: true,
+        supports_user_info: !s.claims.anon,
         supports_get_file_wopi_src: true,
         user_extra_info: s.claims.ext.as_ref(),
         user_info: user_info.map(|raw| String::from_utf8_lossy(&raw).into_owned()),
@@ -367,8 +397,8 @@ pub struct PutFileRequest<'a> {
 
 /// The WOPI rule for writing a file's content: locked → the lock must match; unlocked → only a
 /// zero-byte file may be written.
-async fn check_write_lock(app: &AppState, s: &FileSession, lock: Option<&str>, size: u64) -> Result<(), WopiError> {
-    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+async fn check_write_lock(app: &AppState, file_id: &str, lock: Option<&str>, size: u64) -> Result<(), WopiError> {
+    let current = app.locks.current(file_id, app.clock.now()).await?;
     if current.is_empty() {
         if size == 0 {
             return Ok(());
@@ -415,7 +445,7 @@ where
 {
     s.require_write()?;
     let meta = current_meta(app, &s.key).await?;
-    check_write_lock(app, s, request.lock, meta.size).await?;
+    check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
     if let Some(stamp) = request.cool_timestamp.filter(|t| !t.trim().is_empty()) {
         let claimed = DateTime::parse_from_rfc3339(stamp.trim())
             .map_err(|_| WopiError::BadRequest("X-COOL-WOPI-Timestamp is not an ISO 8601 time".into()))?;
@@ -427,20 +457,33 @@ where
         return Err(WopiError::TooLarge(app.config.max_upload_size));
     }
     let staged = stage(app, body).await?;
-    // The lock may have changed while the body streamed in; the content is written only if
-    // nobody else wrote meanwhile (compare-and-set on the version read above).
-    if let Err(e) = check_write_lock(app, s, request.lock, meta.size).await {
-        app.store.discard(staged).await;
-        return Err(e);
-    }
-    match app.store.commit(staged, &s.key, &s.claims.fid, Precondition::Version(meta.version)).await {
-        Ok(meta) => Ok(meta),
-        Err(StoreError::Conflict) => {
-            let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
-            Err(WopiError::LockConflict { current, reason: "the file changed while uploading" })
+    let result = async {
+        // Under the file's guard, where the file is now (a rename may have moved it while the
+        // body streamed in). The lock may have changed too; the content is written only if
+        // nobody else wrote meanwhile (compare-and-set on the version read above).
+        let (guard, key) = hold(app, &s.claims.fid).await?;
+        check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
+        let committed = app.store.commit(&guard, &staged, &key, Precondition::Version(meta.version)).await;
+        guard.release().await;
+        match committed {
+            Ok(meta) => Ok(meta),
+            Err(StoreError::Conflict) => {
+                let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+                Err(WopiError::LockConflict { current, reason: "the file changed while uploading" })
+            }
+            Err(e) => Err(e.into()),
         }
-        Err(e) => Err(e.into()),
     }
+    .await;
+    if result.is_err() {
+        app.store.discard(staged).await;
+    }
+    result
+}
+
+/// The guard of a session's file and where the file is now: every change runs under it.
+async fn hold(app: &AppState, file_id: &str) -> Result<(FileGuard, FileKey), WopiError> {
+    ids::lock_id(app.store.as_ref(), file_id).await?.ok_or(WopiError::NotFound)
 }
 
 /// Lock, GetLock, RefreshLock, Unlock, UnlockAndRelock. Returns the outcome and the file's
@@ -459,11 +502,17 @@ pub async fn lock(app: &AppState, s: &FileSession, op: LockOp<'_>) -> Result<(Lo
             return Err(WopiError::BadRequest(format!("lock ids are at most {MAX_LOCK_ID} bytes")));
         }
     }
-    if op != LockOp::Get {
-        s.require_write()?;
+    if op == LockOp::Get {
+        let meta = current_meta(app, &s.key).await?;
+        let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
+        return Ok((outcome, meta.version));
     }
-    let meta = current_meta(app, &s.key).await?;
+    s.require_write()?;
+    // Under the file's guard: a lock never lands on a file a concurrent delete removes.
+    let (guard, key) = hold(app, &s.claims.fid).await?;
+    let meta = current_meta(app, &key).await?;
     let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
+    guard.release().await;
     Ok((outcome, meta.version))
 }
 
@@ -490,19 +539,17 @@ fn header_name(value: &str, header: &str) -> Result<String, WopiError> {
     crate::utf7::decode(value.trim()).ok_or_else(|| WopiError::BadRequest(format!("{header} is not valid UTF-7")))
 }
 
-/// Where files created from a session go: its `parent_uri`, else the file's own folder.
-async fn target_folder(app: &AppState, s: &FileSession) -> Result<(FileKey, String), WopiError> {
-    match &s.claims.par {
-        Some(parent) => {
-            let uri = FileUri::parse(parent).map_err(|_| WopiError::NotFound)?;
-            let key = policy::locate(app.store.as_ref(), &uri).await.map_err(policy_error)?;
-            Ok((key, parent.trim_end_matches('/').to_string()))
-        }
-        None => {
-            let parent = s.claims.uri.rsplit_once('/').map(|(p, _)| p).unwrap_or(&s.claims.uri).to_string();
-            Ok((FileKey { owner: s.key.owner.clone(), path: s.key.path.parent() }, parent))
-        }
-    }
+/// The folder files created from a session go to (its `parent_uri`, else the file's own folder)
+/// when the session's user may create files there now; `None` when not.
+async fn relative_folder(app: &AppState, s: &FileSession) -> Result<Option<FileKey>, WopiError> {
+    let folder = match &s.claims.pid {
+        Some(id) => match ids::resolve(app.store.as_ref(), id).await? {
+            Some(key) if app.store.stat(&key).await? == Some(Entry::Folder) => key,
+            _ => return Ok(None),
+        },
+        None => FileKey { owner: s.key.owner.clone(), path: s.key.path.parent() },
+    };
+    Ok((s.scope.rights(&folder).level == Level::Edit).then_some(folder))
 }
 
 fn policy_error(e: PolicyError) -> WopiError {
@@ -518,10 +565,15 @@ where
     S: Stream<Item = Result<Bytes, E>>,
     E: std::fmt::Display,
 {
-    if !s.can_write() {
-        return Err(WopiError::NotImplemented("this session may not create files (UserCanNotWriteRelative)".into()));
-    }
-    let (folder, folder_uri) = target_folder(app, s).await?;
+    // Decided before any name is looked at, so a session that may not create files learns
+    // nothing about what exists (a single shared file, a read-only share).
+    let folder = match s.can_write() {
+        true => relative_folder(app, s).await?,
+        false => None,
+    };
+    let Some(folder) = folder else {
+        return Err(WopiError::NotImplemented("this session may not create files here (UserCanNotWriteRelative)".into()));
+    };
     let overwrite = request.overwrite.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     if let Some(size) = request.size.and_then(|v| v.trim().parse::<u64>().ok()) {
         if size > app.config.max_upload_size {
@@ -529,7 +581,7 @@ where
         }
     }
     let current_name = s.key.path.file_name().unwrap_or_default();
-    let (name, precondition) = match (request.suggested, request.relative) {
+    let target = match (request.suggested, request.relative) {
         (Some(_), Some(_)) => {
             return Err(WopiError::BadRequest("send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both".into()))
         }
@@ -545,7 +597,7 @@ where
             let legal = names::legalize(&wanted)
                 .or_else(|| names::legalize(&format!("Untitled{}", names::split(&wanted).1)))
                 .unwrap_or_else(|| "Untitled".into());
-            (free_name(app, &folder, &legal).await?, Precondition::Absent)
+            Target::Suggested(legal)
         }
         (None, Some(relative)) => {
             let relative = header_name(relative, "X-WOPI-RelativeTarget")?;
@@ -556,8 +608,8 @@ where
                 };
                 return Err(WopiError::InvalidTarget { reason: e.to_string(), valid });
             }
-            let target = child(&folder, &relative)?;
-            match app.store.stat(&target).await? {
+            let key = child(&folder, &relative)?;
+            match app.store.stat(&key).await? {
                 Some(Entry::Folder) => {
                     return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &relative).await?) })
                 }
@@ -565,35 +617,82 @@ where
                     return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &relative).await?) })
                 }
                 Some(Entry::File(_)) => {
-                    let target_id = ids::file_id(app.store.as_ref(), &target).await?;
-                    let held = app.locks.current(&target_id, app.clock.now()).await?;
+                    if s.scope.rights(&key).level != Level::Edit {
+                        return Err(WopiError::NotImplemented("this session may not overwrite that file".into()));
+                    }
+                    let held = app.locks.current(&ids::file_id(app.store.as_ref(), &key).await?, app.clock.now()).await?;
                     if !held.is_empty() {
                         return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
                     }
-                    (relative, Precondition::Any)
+                    Target::Replace(relative)
                 }
-                None => (relative, Precondition::Absent),
+                None => Target::Create(relative),
             }
         }
     };
     let staged = stage(app, body).await?;
-    let target = child(&folder, &name)?;
-    let new_id = ids::file_id(app.store.as_ref(), &target).await?;
-    match app.store.commit(staged, &target, &new_id, precondition).await {
-        Ok(_) => {}
-        Err(StoreError::Conflict) => {
-            return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &name).await?) })
-        }
-        Err(e) => return Err(e.into()),
+    let created = save_relative(app, &folder, &staged, target).await;
+    if created.is_err() {
+        app.store.discard(staged).await;
     }
-    let uri = format!("{folder_uri}/{}", RelPath::from_segments([name.as_str()]).map(|p| p.encoded()).unwrap_or_default());
-    let (token, _) = mint_for(app, &s.claims, new_id.clone(), uri, Action::Edit)?;
+    let (name, new_id) = created?;
+    let rights = s.scope.rights(&child(&folder, &name)?).capped(token_level(&s.claims));
+    let (token, _) = mint_for(app, &s.claims, new_id.clone(), rights.level)?;
     Ok(NewFile {
         url: format!("{}/wopi/files/{new_id}?access_token={}", wopi_base(app, &s.claims), encode_component(&token)),
         host_view_url: host_page(app, &new_id, "view"),
         host_edit_url: host_page(app, &new_id, "edit"),
         name,
     })
+}
+
+/// Where PutRelativeFile writes, once its checks passed.
+enum Target {
+    /// This name or the first free one after it.
+    Suggested(String),
+    /// Exactly this name, which must still be free.
+    Create(String),
+    /// Exactly this name, replacing the file there (kept as a past version).
+    Replace(String),
+}
+
+/// Commits a staged upload into `folder` under the target's rules, each candidate name under
+/// its file's guard; returns the name used and the new file's id.
+async fn save_relative(app: &AppState, folder: &FileKey, staged: &Staged, target: Target) -> Result<(String, String), WopiError> {
+    let store = app.store.as_ref();
+    let (names, precondition): (Vec<String>, Precondition) = match target {
+        Target::Suggested(name) => (names::candidates(&name).collect(), Precondition::Absent),
+        Target::Create(name) => (vec![name], Precondition::Absent),
+        Target::Replace(name) => (vec![name], Precondition::Any),
+    };
+    let suggested = names.len() > 1;
+    for name in names {
+        let key = child(folder, &name)?;
+        // Taken already: the next name (a create would be refused anyway).
+        if suggested && store.stat(&key).await?.is_some() {
+            continue;
+        }
+        let (guard, id) = ids::lock_path(store, &key).await?;
+        if precondition == Precondition::Any {
+            // Locked since the check above: the lock wins.
+            let held = app.locks.current(&id, app.clock.now()).await?;
+            if !held.is_empty() {
+                return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
+            }
+        }
+        let committed = store.commit(&guard, staged, &key, precondition.clone()).await;
+        guard.release().await;
+        match committed {
+            Ok(_) => return Ok((name, id)),
+            // Another request took the name first: suggested mode moves on to the next one.
+            Err(StoreError::Conflict) if suggested => continue,
+            Err(StoreError::Conflict) => {
+                return Err(WopiError::TargetExists { valid: Some(free_name(app, folder, &name).await?) })
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Err(WopiError::TargetExists { valid: None })
 }
 
 fn child(folder: &FileKey, name: &str) -> Result<FileKey, WopiError> {
@@ -612,21 +711,28 @@ async fn free_name(app: &AppState, folder: &FileKey, name: &str) -> Result<Strin
     Err(WopiError::TargetExists { valid: None })
 }
 
-/// A token for another file, minted from a presented one: same user and viewer, expiring no
-/// later than the presented token (no token trading).
-fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, uri: String, act: Action) -> Result<(String, AccessClaims), WopiError> {
+/// A token for another file, minted from a presented one: same user, share and viewer, the
+/// `level` policy grants (capped by the presented token), expiring no later than the presented
+/// token (no token trading).
+fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, level: Level) -> Result<(String, AccessClaims), WopiError> {
+    let act = match level {
+        Level::Edit => Action::Edit,
+        Level::View => Action::View,
+        Level::None => return Err(WopiError::NotFound),
+    };
     let grant = Grant {
         sid: claims.sid,
         sub: claims.sub.clone(),
         name: claims.name.clone(),
         anon: claims.anon,
-        uri,
         fid,
         ver: String::new(),
         act,
         vid: claims.vid,
         ext: claims.ext.clone(),
-        par: claims.par.clone(),
+        shr: claims.shr.clone(),
+        // The folder of a derived token is its own file's folder.
+        pid: None,
     };
     // System time, as for every token (see session::create).
     app.tokens.mint(grant, Utc::now().timestamp(), Some(claims.exp)).map_err(|_| WopiError::Token)
@@ -637,16 +743,18 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     s.require_write()?;
     let requested = requested.ok_or_else(|| WopiError::BadRequest("X-WOPI-RequestedName is required".into()))?;
     let requested = header_name(requested, "X-WOPI-RequestedName")?;
-    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
-    if !current.is_empty() && lock.is_none_or(|l| l.as_bytes() != current.as_bytes()) {
-        return Err(WopiError::LockConflict { current, reason: "the file is locked with another lock id" });
-    }
-    let old_name = s.key.path.file_name().unwrap_or_default();
-    let ext = names::split(old_name).1;
     let stem = requested.trim();
     if stem.is_empty() {
         return Err(WopiError::InvalidFileName(names::NameError::Empty.to_string()));
     }
+    // Under the file's guard, from where the file is now (another rename may have moved it).
+    let (guard, key) = hold(app, &s.claims.fid).await?;
+    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
+    if !current.is_empty() && lock.is_none_or(|l| l.as_bytes() != current.as_bytes()) {
+        return Err(WopiError::LockConflict { current, reason: "the file is locked with another lock id" });
+    }
+    let old_name = key.path.file_name().unwrap_or_default();
+    let ext = names::split(old_name).1;
     // Illegal characters are replaced rather than refused; only a name with nothing usable
     // left is a 400.
     let legal = names::legalize(&format!("{stem}{ext}"))
@@ -655,12 +763,13 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     if legal == old_name {
         return Ok(names::split(&legal).0.to_string());
     }
-    let folder = FileKey { owner: s.key.owner.clone(), path: s.key.path.parent() };
+    let folder = FileKey { owner: key.owner.clone(), path: key.path.parent() };
     for candidate in names::candidates(&legal) {
         let target = child(&folder, &candidate)?;
-        match app.store.rename(&s.key, &target).await {
+        match app.store.rename(&guard, &key, &target).await {
             Ok(()) => {
-                ids::moved(app.store.as_ref(), &s.claims.fid, &s.key, &target).await?;
+                ids::moved(app.store.as_ref(), &s.claims.fid, &key, &target).await?;
+                guard.release().await;
                 return Ok(names::split(&candidate).0.to_string());
             }
             Err(StoreError::Conflict) => continue,
@@ -670,16 +779,21 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     Err(WopiError::InvalidFileName("no free name".into()))
 }
 
-/// DeleteFile.
+/// DeleteFile: the owner's alone (visitors of an editable share edit, they do not delete).
 pub async fn delete(app: &AppState, s: &FileSession) -> Result<(), WopiError> {
     s.require_write()?;
+    if !s.rights.owner {
+        return Err(WopiError::Unauthorized("only the file's owner may delete it".into()));
+    }
+    let (guard, key) = hold(app, &s.claims.fid).await?;
     let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
     if !current.is_empty() {
         return Err(WopiError::LockConflict { current, reason: "the file is locked" });
     }
-    app.store.delete(&s.key, &s.claims.fid).await?;
-    ids::forget(app.store.as_ref(), &s.claims.fid, &s.key).await?;
+    app.store.delete(&guard, &key).await?;
+    ids::forget(app.store.as_ref(), &s.claims.fid, &key).await?;
     app.locks.remove(&s.claims.fid).await?;
+    guard.release().await;
     Ok(())
 }
 
@@ -687,8 +801,11 @@ fn user_info_object(user: &str) -> String {
     format!("userinfo/{user}.txt")
 }
 
-/// PutUserInfo: kept per user, returned as `UserInfo` by CheckFileInfo.
+/// PutUserInfo: kept per signed-in user, returned as `UserInfo` by CheckFileInfo.
 pub async fn put_user_info(app: &AppState, s: &FileSession, body: &[u8]) -> Result<(), WopiError> {
+    if s.claims.anon {
+        return Err(WopiError::NotImplemented("user info is kept for signed-in users only".into()));
+    }
     if body.len() > 1024 {
         return Err(WopiError::BadRequest("UserInfo is at most 1024 bytes".into()));
     }
@@ -703,49 +820,52 @@ pub fn check_ecosystem() -> Value {
 }
 
 /// GetFileWopiSrc: `native` names a file by its `cloudreve://` URI, its WOPISrc, or the host
-/// page URLs of CheckFileInfo. The new token is for the presenting user only, with no more
-/// rights than policy grants them, and expires no later than the presented token.
+/// page URLs of CheckFileInfo. The new token is for the presenting user only, with what policy
+/// grants them now capped by the presented token, and expires no later than it.
 pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Option<&str>) -> Result<String, WopiError> {
     let native = native
         .map(str::trim)
         .filter(|n| !n.is_empty())
         .ok_or_else(|| WopiError::BadRequest("X-WOPI-HostNativeFileName is required".into()))?;
     let store = app.store.as_ref();
-    let caller = if claims.anon {
-        Caller::Anonymous
-    } else {
-        Caller::User { id: claims.sub.clone(), name: claims.name.clone(), extra: None }
-    };
-    let (file_id, uri, may_edit) = if native.len() > 12 && native[..12].eq_ignore_ascii_case("cloudreve://") {
+    let now = app.clock.now();
+    let (file_id, key, share, rights) = if native.len() > 12 && native[..12].eq_ignore_ascii_case("cloudreve://") {
         let uri = FileUri::parse(native).map_err(|e| WopiError::BadRequest(format!("X-WOPI-HostNativeFileName: {e}")))?;
-        let access = policy::resolve(store, &caller, &uri, None, app.clock.now()).await.map_err(policy_error)?;
-        match store.stat(&access.key).await? {
-            Some(Entry::File(_)) => {}
-            _ => return Err(WopiError::NotFound),
-        }
-        (ids::file_id(store, &access.key).await?, access.canonical.to_string(), access.may_edit)
+        let caller = match claims.anon {
+            true => Caller::Anonymous,
+            false => Caller::User { id: claims.sub.clone(), name: claims.name.clone(), extra: None },
+        };
+        // Passwords are not taken here: only the token's own share, or shares without one.
+        let uri = FileUri { fs: without_password(uri.fs), path: uri.path };
+        let access = app.policy.open(&caller, &uri, None, claims.shr.as_deref(), now).await.map_err(policy_error)?;
+        let id = ids::file_id(store, &access.key).await?;
+        (id, access.key, access.share, access.rights)
     } else {
         let file_id = file_id_from_url(app, claims, native).ok_or(WopiError::NotFound)?;
         let key = ids::resolve(store, &file_id).await?.ok_or(WopiError::NotFound)?;
-        if file_id == claims.fid {
-            // The presented token's own file: the same rights, nothing more.
-            (file_id, claims.uri.clone(), claims.act == Action::Edit && claims.ver.is_empty())
-        } else if claims.sub == key.owner && !claims.anon {
-            let uri = CanonicalUri::My { owner: key.owner.clone(), path: key.path.clone() };
-            (file_id, uri.to_string(), true)
-        } else {
-            // Reached some other way (a share we cannot name from here): refuse.
-            return Err(WopiError::NotFound);
-        }
+        let rights = app.policy.rights(principal(claims), &key, Freshness::Fresh, now).await.map_err(policy_error)?;
+        (file_id, key, claims.shr.clone(), rights)
     };
-    let act = if may_edit { Action::Edit } else { Action::View };
-    let (token, minted) = mint_for(app, claims, file_id.clone(), uri, act)?;
+    match store.stat(&key).await? {
+        Some(Entry::File(_)) => {}
+        _ => return Err(WopiError::NotFound),
+    }
+    let level = rights.capped(token_level(claims)).level;
+    let derived = AccessClaims { shr: share, ..claims.clone() };
+    let (token, minted) = mint_for(app, &derived, file_id.clone(), level)?;
     Ok(format!(
         "{}/wopi/files/{file_id}?access_token={}&access_token_ttl={}",
         wopi_base(app, claims),
         encode_component(&token),
         minted.expires_ms()
     ))
+}
+
+fn without_password(fs: crate::uri::FileSystem) -> crate::uri::FileSystem {
+    match fs {
+        crate::uri::FileSystem::Share { id, .. } => crate::uri::FileSystem::Share { id, password: None },
+        other => other,
+    }
 }
 
 /// The file id in one of our URLs: a WOPISrc (with or without query) or a host page URL.

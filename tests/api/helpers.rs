@@ -265,3 +265,34 @@ impl TestApp {
 pub fn lock_header(r: &reqwest::Response) -> Option<String> {
     r.headers().get("X-WOPI-Lock").map(|v| v.to_str().unwrap().to_string())
 }
+
+impl TestApp {
+    /// GetFileWopiSrc (`POST /wopi/ecosystem`) with `token`, naming `native`.
+    pub async fn wopi_src(&self, token: &str, native: &str) -> reqwest::Response {
+        self.client
+            .post(format!("{}/wopi/ecosystem?access_token={token}", self.address))
+            .header("X-WOPI-Override", "GET_WOPI_SRC_WITH_ACCESS_TOKEN")
+            .header("X-WOPI-HostNativeFileName", native)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// The session a GetFileWopiSrc answer (or a PutRelativeFile `Url`) opens.
+    pub fn session_from_url(url: &str) -> Session {
+        let parsed = url::Url::parse(url).unwrap();
+        let token = parsed.query_pairs().find(|(k, _)| k == "access_token").unwrap().1.into_owned();
+        let claims = claims_of(&token);
+        Session {
+            fid: claims["fid"].as_str().unwrap().to_string(),
+            expires: claims["exp"].as_i64().unwrap() * 1000,
+            action: claims["act"].as_str().unwrap().to_string(),
+            token,
+        }
+    }
+
+    /// Opens `uri` anonymously with Collabora.
+    pub async fn open_anonymous(&self, uri: &str, action: &str) -> Value {
+        self.session(json!({"uri": uri, "viewer_id": COLLABORA, "preferred_action": action}), None).await
+    }
+}

@@ -2,6 +2,7 @@
 
 mod helpers;
 mod ops;
+mod permissions;
 mod process;
 mod proof;
 mod tokens;

@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use wopigate::config::Config;
 use wopigate::locks::{LockOp, LockOutcome, LockStore};
 use wopigate::startup::open_backends;
-use wopigate::store::{Entry, FileKey, Precondition, Staged, Store, StoreError};
+use wopigate::store::{Entry, FileKey, FileMeta, Precondition, Staged, Store, StoreError};
 use wopigate::uri::RelPath;
 
 use crate::servers::{Garage, Redis};
@@ -37,17 +37,71 @@ async fn read_all(store: &dyn Store, key: &FileKey, history: &str, version: Opti
     out
 }
 
+/// One commit as the WOPI layer makes it: staged, then committed under the file's guard.
+async fn commit(store: &dyn Store, data: &[u8], key: &FileKey, history: &str, precondition: Precondition) -> Result<FileMeta, StoreError> {
+    let staged = upload(store, data).await;
+    let guard = store.lock_file(history).await?;
+    let result = store.commit(&guard, &staged, key, precondition).await;
+    guard.release().await;
+    if result.is_err() {
+        store.discard(staged).await;
+    }
+    result
+}
+
+async fn rename(store: &dyn Store, history: &str, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+    let guard = store.lock_file(history).await?;
+    let result = store.rename(&guard, from, to).await;
+    guard.release().await;
+    result
+}
+
+async fn delete(store: &dyn Store, history: &str, key: &FileKey) -> Result<(), StoreError> {
+    let guard = store.lock_file(history).await?;
+    let result = store.delete(&guard, key).await;
+    guard.release().await;
+    result
+}
+
+/// A file's guard excludes every other holder until released; other files' guards are free.
+async fn guard_contract(store: Arc<dyn Store>) {
+    let held = store.lock_file("g1").await.unwrap();
+    let other = tokio::time::timeout(std::time::Duration::from_secs(5), store.lock_file("g2")).await;
+    assert!(other.is_ok_and(|g| g.is_ok()), "another file's guard is independent");
+    let waiting = {
+        let store = store.clone();
+        tokio::spawn(async move { store.lock_file("g1").await.is_ok() })
+    };
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    assert!(!waiting.is_finished(), "a second holder waits while the guard is held");
+    held.release().await;
+    let got = tokio::time::timeout(std::time::Duration::from_secs(5), waiting).await;
+    assert!(matches!(got, Ok(Ok(true))), "and gets it once released");
+
+    // A refused commit leaves the upload staged: it can go to another name.
+    let a = key("u9", "taken.docx");
+    commit(store.as_ref(), b"first", &a, "g3", Precondition::Absent).await.unwrap();
+    let staged = upload(store.as_ref(), b"second").await;
+    let guard = store.lock_file("g3").await.unwrap();
+    assert!(matches!(store.commit(&guard, &staged, &a, Precondition::Absent).await, Err(StoreError::Conflict)));
+    let b = key("u9", "taken (1).docx");
+    store.commit(&guard, &staged, &b, Precondition::Absent).await.unwrap();
+    guard.release().await;
+    assert_eq!(read_all(store.as_ref(), &b, "g3", None, None).await, b"second");
+    assert_eq!(read_all(store.as_ref(), &a, "g3", None, None).await, b"first");
+}
+
 async fn store_contract(store: &dyn Store) {
     let a = key("u1", "Docs/a.docx");
     assert!(store.stat(&a).await.unwrap().is_none());
 
     // Create, then compare-and-set on the version.
-    let first = store.commit(upload(store, b"one").await, &a, "h1", Precondition::Absent).await.unwrap();
+    let first = commit(store, b"one", &a, "h1", Precondition::Absent).await.unwrap();
     assert_eq!(first.size, 3);
-    assert!(matches!(store.commit(upload(store, b"x").await, &a, "h1", Precondition::Absent).await, Err(StoreError::Conflict)));
-    let second = store.commit(upload(store, b"two").await, &a, "h1", Precondition::Version(first.version.clone())).await.unwrap();
+    assert!(matches!(commit(store, b"x", &a, "h1", Precondition::Absent).await, Err(StoreError::Conflict)));
+    let second = commit(store, b"two", &a, "h1", Precondition::Version(first.version.clone())).await.unwrap();
     assert_ne!(second.version, first.version, "same size, new version");
-    let stale = store.commit(upload(store, b"three").await, &a, "h1", Precondition::Version(first.version.clone())).await;
+    let stale = commit(store, b"three", &a, "h1", Precondition::Version(first.version.clone())).await;
     assert!(matches!(stale, Err(StoreError::Conflict)));
     assert_eq!(store.stat(&a).await.unwrap(), Some(Entry::File(second.clone())));
     assert_eq!(store.stat(&key("u1", "Docs")).await.unwrap(), Some(Entry::Folder));
@@ -62,14 +116,14 @@ async fn store_contract(store: &dyn Store) {
 
     // An empty file (a new document) is a file too: S3 rejects empty multipart parts.
     let empty = key("u1", "Docs/new.docx");
-    let meta = store.commit(upload(store, b"").await, &empty, "h4", Precondition::Absent).await.unwrap();
+    let meta = commit(store, b"", &empty, "h4", Precondition::Absent).await.unwrap();
     assert_eq!(meta.size, 0);
     assert!(read_all(store, &empty, "h4", None, None).await.is_empty());
 
     // A big streamed upload (several parts) round-trips byte for byte.
     let big: Vec<u8> = (0..12 * 1024 * 1024u32).map(|i| (i % 251) as u8).collect();
     let b = key("u1", "big.bin");
-    store.commit(upload(store, &big).await, &b, "h2", Precondition::Any).await.unwrap();
+    commit(store, &big, &b, "h2", Precondition::Any).await.unwrap();
     assert!(read_all(store, &b, "h2", None, None).await == big);
 
     // Aborted and too-large uploads leave nothing behind.
@@ -83,15 +137,15 @@ async fn store_contract(store: &dyn Store) {
 
     // Rename never overwrites; delete keeps the content as a past version.
     let c = key("u1", "Docs/c.docx");
-    store.rename(&a, &c).await.unwrap();
+    rename(store, "h1", &a, &c).await.unwrap();
     assert!(store.stat(&a).await.unwrap().is_none());
-    store.commit(upload(store, b"new a").await, &a, "h3", Precondition::Absent).await.unwrap();
-    assert!(matches!(store.rename(&a, &c).await, Err(StoreError::Conflict)));
+    commit(store, b"new a", &a, "h3", Precondition::Absent).await.unwrap();
+    assert!(matches!(rename(store, "h1", &a, &c).await, Err(StoreError::Conflict)));
     let c_meta = match store.stat(&c).await.unwrap() {
         Some(Entry::File(m)) => m,
         other => panic!("{other:?}"),
     };
-    store.delete(&c, "h1").await.unwrap();
+    delete(store, "h1", &c).await.unwrap();
     assert!(store.stat(&c).await.unwrap().is_none());
     assert!(store.stat_past_version("h1", &c_meta.version).await.unwrap().is_some());
 
@@ -158,6 +212,7 @@ fn config(extra: Vec<(String, String)>, data: &std::path::Path) -> Config {
 
 async fn run(store: Arc<dyn Store>, locks: Arc<dyn LockStore>) {
     store_contract(store.as_ref()).await;
+    guard_contract(store.clone()).await;
     lock_contract(locks.as_ref()).await;
 }
 
