@@ -172,9 +172,11 @@ fn meta_of(meta: &object_store::ObjectMeta, attributes: &Attributes) -> FileMeta
         .map(|v| v.as_ref().to_string())
         .filter(|v| check_object_name(v).is_ok())
         .unwrap_or_else(|| {
-            // An object written by something else: its time and ETag name the content.
-            let etag: String = meta.e_tag.as_deref().unwrap_or("").chars().filter(char::is_ascii_alphanumeric).take(16).collect();
-            format!("{:x}-{etag}", meta.last_modified.timestamp_millis())
+            // An object written by something else: its ETag and size name the content. Not its
+            // time: a rename (a server-side copy) changes that, and a save racing the rename
+            // would be refused as a conflict.
+            let etag: String = meta.e_tag.as_deref().unwrap_or("").chars().filter(char::is_ascii_alphanumeric).take(40).collect();
+            format!("e{etag}-{:x}", meta.size)
         });
     FileMeta { size: meta.size, modified: meta.last_modified, version }
 }

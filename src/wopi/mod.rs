@@ -211,19 +211,36 @@ fn same_instant(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
     a.timestamp() == b.timestamp() && a.timestamp_subsec_nanos() / 100 == b.timestamp_subsec_nanos() / 100
 }
 
-async fn current_meta(app: &AppState, key: &FileKey) -> Result<FileMeta, WopiError> {
+/// The file at `key` (under the file's guard, where nothing can move it).
+async fn stat_file(app: &AppState, key: &FileKey) -> Result<FileMeta, WopiError> {
     match app.store.stat(key).await? {
         Some(Entry::File(meta)) => Ok(meta),
         _ => Err(WopiError::NotFound),
     }
 }
 
-/// The version the session reads: current, or the past one it was opened on.
-async fn session_meta(app: &AppState, s: &FileSession) -> Result<FileMeta, WopiError> {
+/// Where a session's file is now and its metadata. Reads take no guard, so a rename may be
+/// under way (moved, its id not yet updated): then the read waits for the file's guard and looks
+/// again, so it runs wholly before or after the rename and never fails because of one.
+async fn current_meta(app: &AppState, s: &FileSession) -> Result<(FileKey, FileMeta), WopiError> {
+    if let Some(Entry::File(meta)) = app.store.stat(&s.key).await? {
+        return Ok((s.key.clone(), meta));
+    }
+    let (guard, key) = hold(app, &s.claims.fid).await?;
+    let meta = stat_file(app, &key).await;
+    guard.release().await;
+    Ok((key, meta?))
+}
+
+/// The version the session reads (current, or the past one it was opened on), and where the
+/// file is now.
+async fn session_meta(app: &AppState, s: &FileSession) -> Result<(FileKey, FileMeta), WopiError> {
+    let (key, meta) = current_meta(app, s).await?;
     if s.claims.ver.is_empty() {
-        current_meta(app, &s.key).await
+        Ok((key, meta))
     } else {
-        app.store.stat_past_version(&s.claims.fid, &s.claims.ver).await?.ok_or(WopiError::NotFound)
+        let past = app.store.stat_past_version(&s.claims.fid, &s.claims.ver).await?.ok_or(WopiError::NotFound)?;
+        Ok((key, past))
     }
 }
 
@@ -279,8 +296,8 @@ pub struct FileInfo<'a> {
 
 /// CheckFileInfo (serialized to JSON bytes).
 pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>, WopiError> {
-    let meta = session_meta(app, s).await?;
-    let name = s.key.path.file_name().unwrap_or_default();
+    let (key, meta) = session_meta(app, s).await?;
+    let name = key.path.file_name().unwrap_or_default();
     let writable = s.can_write();
     let may_create = writable && relative_folder(app, s).await?.is_some();
     // User info is kept for signed-in users only (anonymous visitors cannot grow the store).
@@ -290,7 +307,7 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
     };
     let info = FileInfo {
         base_file_name: name,
-        owner_id: &s.key.owner,
+        owner_id: &key.owner,
         size: meta.size,
         version: &meta.version,
         last_modified_time: wopi_time(meta.modified),
@@ -366,7 +383,7 @@ pub async fn get_file(
     max_expected: Option<&str>,
     range: Option<&str>,
 ) -> Result<FileContent, WopiError> {
-    let meta = session_meta(app, s).await?;
+    let (mut key, meta) = session_meta(app, s).await?;
     // Absent: the largest 32-bit signed integer, as the WOPI docs say.
     let max: u64 = match max_expected {
         Some(v) => v.trim().parse().map_err(|_| WopiError::BadRequest("X-WOPI-MaxExpectedSize is not a number".into()))?,
@@ -377,7 +394,14 @@ pub async fn get_file(
     }
     let range = parse_range(range, meta.size)?;
     let version = (!s.claims.ver.is_empty()).then_some(s.claims.ver.as_str());
-    let download = app.store.read(&s.key, &s.claims.fid, version, range).await?.ok_or(WopiError::NotFound)?;
+    let download = match app.store.read(&key, &s.claims.fid, version, range).await? {
+        Some(download) => download,
+        None => {
+            // Renamed between the stat and the open: read it where it went.
+            key = current_meta(app, s).await?.0;
+            app.store.read(&key, &s.claims.fid, version, range).await?.ok_or(WopiError::NotFound)?
+        }
+    };
     // The file may have changed between stat and open: the opened version is what counts.
     let range = match range {
         Some((start, end)) if end < download.meta.size => Some((start, end)),
@@ -444,7 +468,7 @@ where
     E: std::fmt::Display,
 {
     s.require_write()?;
-    let meta = current_meta(app, &s.key).await?;
+    let (_, meta) = current_meta(app, s).await?;
     check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
     if let Some(stamp) = request.cool_timestamp.filter(|t| !t.trim().is_empty()) {
         let claimed = DateTime::parse_from_rfc3339(stamp.trim())
@@ -503,14 +527,14 @@ pub async fn lock(app: &AppState, s: &FileSession, op: LockOp<'_>) -> Result<(Lo
         }
     }
     if op == LockOp::Get {
-        let meta = current_meta(app, &s.key).await?;
+        let (_, meta) = current_meta(app, s).await?;
         let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
         return Ok((outcome, meta.version));
     }
     s.require_write()?;
     // Under the file's guard: a lock never lands on a file a concurrent delete removes.
     let (guard, key) = hold(app, &s.claims.fid).await?;
-    let meta = current_meta(app, &key).await?;
+    let meta = stat_file(app, &key).await?;
     let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
     guard.release().await;
     Ok((outcome, meta.version))

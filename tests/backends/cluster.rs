@@ -42,6 +42,45 @@ impl Drop for Replica {
     }
 }
 
+/// Starts one wopigate process with the cluster's key ring and viewer, `env` on top; waits until
+/// it is ready. `data`: a data directory to share with other replicas (else a fresh one).
+pub async fn spawn_replica(client: &reqwest::Client, env: &[(String, String)], data: Option<&Path>) -> Replica {
+    let port = free_port();
+    let own = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wopigate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("WOPIGATE_BIND", format!("127.0.0.1:{port}"))
+        .env("WOPIGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
+        .env("WOPIGATE_DATA_DIR", data.unwrap_or(own.path()))
+        .env("WOPIGATE_TOKEN_SECRET", TOKEN_SECRET)
+        .env("WOPIGATE_CALLER_JWT_SECRET", CALLER_SECRET)
+        .env("WOPIGATE_VIEWERS", viewers())
+        .env("WOPIGATE_BACKEND_TIMEOUT_SECS", "2")
+        .env("WOPIGATE_LOG_FORMAT", "text")
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let mut child = cmd.spawn().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
+            if r.status().is_success() {
+                break;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("replica exited early: {status}");
+        }
+        assert!(Instant::now() < deadline, "replica did not become ready");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Replica { port, child: Some(child), _data: own }
+}
+
 pub struct Cluster {
     pub garage: Garage,
     pub redis: Redis,
@@ -70,50 +109,16 @@ impl Cluster {
     }
 
     pub async fn spawn(&self, extra: &[(&str, &str)]) -> Replica {
-        let port = free_port();
-        let data = tempfile::tempdir().unwrap();
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_wopigate"));
-        cmd.env_clear()
-            .env("PATH", std::env::var("PATH").unwrap_or_default())
-            .env("WOPIGATE_BIND", format!("127.0.0.1:{port}"))
-            .env("WOPIGATE_PUBLIC_URL", format!("http://127.0.0.1:{port}"))
-            .env("WOPIGATE_DATA_DIR", data.path())
-            .env("WOPIGATE_TOKEN_SECRET", TOKEN_SECRET)
-            .env("WOPIGATE_CALLER_JWT_SECRET", CALLER_SECRET)
-            .env("WOPIGATE_VIEWERS", viewers())
-            .env("WOPIGATE_LOCKS", "redis")
-            .env("WOPIGATE_REDIS_URL", self.redis.url())
-            .env("WOPIGATE_BACKEND_TIMEOUT_SECS", "2")
-            .env("WOPIGATE_LOG_FORMAT", "text")
-            .env("RUST_LOG", "warn")
-            .stdout(Stdio::null())
-            .stderr(Stdio::null());
-        for (k, v) in self.garage.env(&self.prefix) {
-            cmd.env(k, v);
-        }
-        for (k, v) in extra {
-            cmd.env(k, v);
-        }
-        let mut child = cmd.spawn().unwrap();
-        let deadline = Instant::now() + Duration::from_secs(30);
-        loop {
-            if let Ok(r) = self.client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
-                if r.status().is_success() {
-                    break;
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("replica exited early: {status}");
-            }
-            assert!(Instant::now() < deadline, "replica did not become ready");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
-        Replica { port, child: Some(child), _data: data }
+        let mut env: Vec<(String, String)> =
+            vec![("WOPIGATE_LOCKS".into(), "redis".into()), ("WOPIGATE_REDIS_URL".into(), self.redis.url())];
+        env.extend(self.garage.env(&self.prefix));
+        env.extend(extra.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        spawn_replica(&self.client, &env, None).await
     }
 
-    /// Puts a user file straight into the bucket, as the platform would.
-    pub async fn seed(&self, owner: &str, path: &str, content: &[u8]) {
-        let store = AmazonS3Builder::new()
+    /// The cluster's bucket, as the platform (or a test) sees it.
+    pub fn bucket(&self) -> object_store::aws::AmazonS3 {
+        AmazonS3Builder::new()
             .with_endpoint(self.garage.endpoint())
             .with_region("garage")
             .with_bucket_name(&self.garage.bucket)
@@ -122,22 +127,36 @@ impl Cluster {
             .with_allow_http(true)
             .with_disable_tagging(true)
             .build()
-            .unwrap();
+            .unwrap()
+    }
+
+    /// Puts a user file straight into the bucket, as the platform would.
+    pub async fn seed(&self, owner: &str, path: &str, content: &[u8]) {
         let key = ObjectPath::from(format!("{}/{owner}/{path}", self.prefix));
-        store.put(&key, PutPayload::from(content.to_vec())).await.unwrap();
+        self.bucket().put(&key, PutPayload::from(content.to_vec())).await.unwrap();
     }
 
     /// A viewer session opened on `replica`: (token, file id).
     pub async fn session(&self, replica: usize, user: &str, uri: &str) -> (String, String) {
+        open_session(&self.client, &self.replicas[replica], user, uri).await
+    }
+
+    pub fn file_url(&self, replica: usize, fid: &str, suffix: &str, token: &str) -> String {
+        self.replicas[replica].url(&format!("/wopi/files/{fid}{suffix}?access_token={token}"))
+    }
+}
+
+/// An edit session for `user` on `uri`, opened on `replica`: (token, file id).
+pub async fn open_session(client: &reqwest::Client, replica: &Replica, user: &str, uri: &str) -> (String, String) {
+    {
         let jwt = encode(
             &Header::default(),
             &json!({"sub": user, "name": user, "exp": chrono::Utc::now().timestamp() + 600}),
             &EncodingKey::from_secret(CALLER_SECRET.as_bytes()),
         )
         .unwrap();
-        let envelope: Value = self
-            .client
-            .put(self.replicas[replica].url("/api/v4/file/viewerSession"))
+        let envelope: Value = client
+            .put(replica.url("/api/v4/file/viewerSession"))
             .bearer_auth(jwt)
             .body(json!({"uri": uri, "viewer_id": VIEWER, "preferred_action": "edit"}).to_string())
             .send()
@@ -153,9 +172,5 @@ impl Cluster {
         let claims: Value =
             serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
         (token, claims["fid"].as_str().unwrap().to_string())
-    }
-
-    pub fn file_url(&self, replica: usize, fid: &str, suffix: &str, token: &str) -> String {
-        self.replicas[replica].url(&format!("/wopi/files/{fid}{suffix}?access_token={token}"))
     }
 }

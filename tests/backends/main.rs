@@ -5,5 +5,6 @@ mod cluster;
 mod conformance;
 mod contract;
 mod faults;
+mod races;
 mod replicas;
 mod servers;

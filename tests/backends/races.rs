@@ -1,0 +1,381 @@
+//! Two operations on one file, many rounds, random delays: they must behave as if one ran after
+//! the other, on every backend. Each backend runs as two wopigate processes (the local store:
+//! both on one data directory; S3 + Redis: one bucket), the two requests of a round going to
+//! different replicas.
+//!
+//! After every round: no 5xx; every acknowledged save is the current content or a past version;
+//! every acknowledged rename or delete has happened; exactly the files that should exist do
+//! (no stray file under an old name).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use futures_util::TryStreamExt;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt, PutPayload};
+use rand::Rng;
+use serde_json::Value;
+
+use crate::cluster::{open_session, spawn_replica, Cluster, Replica, TOKEN_SECRET};
+
+const ROUNDS: usize = 200;
+
+enum Files {
+    Local(tempfile::TempDir),
+    S3 { bucket: object_store::aws::AmazonS3, prefix: String, _cluster: Box<Cluster> },
+}
+
+/// Two replicas on one backend, and a way to look at the store behind them.
+struct Rig {
+    replicas: Vec<Replica>,
+    files: Files,
+    /// What `wopigate put` needs to reach the same store.
+    admin_env: Vec<(String, String)>,
+    client: reqwest::Client,
+}
+
+impl Rig {
+    async fn local() -> Rig {
+        let client = reqwest::Client::new();
+        let data = tempfile::tempdir().unwrap();
+        let mut replicas = Vec::new();
+        for _ in 0..2 {
+            replicas.push(spawn_replica(&client, &[], Some(data.path())).await);
+        }
+        let admin_env = vec![("WOPIGATE_DATA_DIR".to_string(), data.path().display().to_string())];
+        Rig { replicas, files: Files::Local(data), admin_env, client }
+    }
+
+    async fn s3() -> Option<Rig> {
+        let mut cluster = Cluster::start(2, &[]).await?;
+        let replicas = std::mem::take(&mut cluster.replicas);
+        let mut admin_env = cluster.garage.env(&cluster.prefix);
+        admin_env.push(("WOPIGATE_LOCKS".into(), "redis".into()));
+        admin_env.push(("WOPIGATE_REDIS_URL".into(), cluster.redis.url()));
+        let (bucket, prefix) = (cluster.bucket(), cluster.prefix.clone());
+        Some(Rig { replicas, files: Files::S3 { bucket, prefix, _cluster: Box::new(cluster) }, admin_env, client: reqwest::Client::new() })
+    }
+
+    fn local_path(dir: &Path, rel: &str) -> PathBuf {
+        dir.join(rel)
+    }
+
+    async fn seed(&self, rel: &str, content: &[u8]) {
+        match &self.files {
+            Files::Local(dir) => {
+                let path = Self::local_path(dir.path(), rel);
+                std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+                std::fs::write(path, content).unwrap();
+            }
+            Files::S3 { bucket, prefix, .. } => {
+                bucket.put(&ObjectPath::from(format!("{prefix}/{rel}")), PutPayload::from(content.to_vec())).await.unwrap();
+            }
+        }
+    }
+
+    /// Names of the files directly in the folder `rel`.
+    async fn names(&self, rel: &str) -> Vec<String> {
+        let mut names: Vec<String> = match &self.files {
+            Files::Local(dir) => match std::fs::read_dir(Self::local_path(dir.path(), rel)) {
+                Ok(entries) => entries.map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect(),
+                Err(_) => vec![],
+            },
+            Files::S3 { bucket, prefix, .. } => {
+                let base = ObjectPath::from(format!("{prefix}/{rel}"));
+                let listed = bucket.list_with_delimiter(Some(&base)).await.unwrap();
+                listed.objects.iter().filter_map(|o| o.location.filename().map(str::to_string)).collect()
+            }
+        };
+        names.sort();
+        names
+    }
+
+    /// The contents of every past version kept for a file id.
+    async fn past(&self, fid: &str) -> Vec<Vec<u8>> {
+        match &self.files {
+            Files::Local(dir) => match std::fs::read_dir(dir.path().join(".wopigate/versions").join(fid)) {
+                Ok(entries) => entries.map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect(),
+                Err(_) => vec![],
+            },
+            Files::S3 { bucket, prefix, .. } => {
+                let base = ObjectPath::from(format!("{prefix}/.wopigate/versions/{fid}"));
+                let listed: Vec<_> = bucket.list(Some(&base)).try_collect().await.unwrap();
+                let mut out = Vec::new();
+                for meta in listed {
+                    out.push(bucket.get(&meta.location).await.unwrap().bytes().await.unwrap().to_vec());
+                }
+                out
+            }
+        }
+    }
+
+    fn url(&self, replica: usize, fid: &str, suffix: &str, token: &str) -> String {
+        self.replicas[replica % 2].url(&format!("/wopi/files/{fid}{suffix}?access_token={token}"))
+    }
+
+    async fn session(&self, replica: usize, uri: &str) -> (String, String) {
+        open_session(&self.client, &self.replicas[replica % 2], "racer", uri).await
+    }
+
+    async fn post(&self, replica: usize, fid: &str, suffix: &str, token: &str, headers: &[(&str, &str)], body: Vec<u8>) -> u16 {
+        let mut req = self.client.post(self.url(replica, fid, suffix, token)).body(body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send().await.unwrap().status().as_u16()
+    }
+
+    async fn put_file(&self, replica: usize, fid: &str, token: &str, lock: Option<&str>, body: &[u8]) -> u16 {
+        let mut headers = vec![("X-WOPI-Override", "PUT")];
+        if let Some(lock) = lock {
+            headers.push(("X-WOPI-Lock", lock));
+        }
+        self.post(replica, fid, "/contents", token, &headers, body.to_vec()).await
+    }
+
+    async fn rename(&self, replica: usize, fid: &str, token: &str, lock: Option<&str>, name: &str) -> u16 {
+        let mut headers = vec![("X-WOPI-Override", "RENAME_FILE"), ("X-WOPI-RequestedName", name)];
+        if let Some(lock) = lock {
+            headers.push(("X-WOPI-Lock", lock));
+        }
+        self.post(replica, fid, "", token, &headers, vec![]).await
+    }
+
+    async fn delete(&self, replica: usize, fid: &str, token: &str) -> u16 {
+        self.post(replica, fid, "", token, &[("X-WOPI-Override", "DELETE")], vec![]).await
+    }
+
+    async fn lock(&self, fid: &str, token: &str, id: &str) {
+        assert_eq!(self.post(0, fid, "", token, &[("X-WOPI-Override", "LOCK"), ("X-WOPI-Lock", id)], vec![]).await, 200);
+    }
+
+    /// (status, bytes) of GetFile, through the id (so it follows renames).
+    async fn get(&self, fid: &str, token: &str) -> (u16, Vec<u8>) {
+        let r = self.client.get(self.url(1, fid, "/contents", token)).send().await.unwrap();
+        (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
+    }
+
+    async fn base_name(&self, fid: &str, token: &str) -> Option<String> {
+        let r = self.client.get(self.url(0, fid, "", token)).send().await.unwrap();
+        if r.status() != 200 {
+            return None;
+        }
+        r.json::<Value>().await.unwrap()["BaseFileName"].as_str().map(str::to_string)
+    }
+
+    /// `wopigate put` of `rel` (owner/path), as an operator would run it.
+    async fn admin_put(&self, rel: &str, content: &[u8]) -> bool {
+        let mut vars = self.admin_env.clone();
+        vars.push(("WOPIGATE_TOKEN_SECRET".into(), TOKEN_SECRET.into()));
+        let config = wopigate::config::Config::from_vars(vars).unwrap();
+        let (owner, path) = rel.split_once('/').unwrap();
+        let key = wopigate::store::FileKey { owner: owner.into(), path: wopigate::uri::RelPath::parse_plain(path).unwrap() };
+        wopigate::admin::put(&config, &key, content).await.is_ok()
+    }
+}
+
+/// Runs `a` and `b` concurrently, each after its own random delay of 0–5 ms.
+async fn race<A, B>(a: A, b: B) -> (A::Output, B::Output)
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
+    let (da, db) = {
+        let mut rng = rand::thread_rng();
+        (Duration::from_micros(rng.gen_range(0..5000)), Duration::from_micros(rng.gen_range(0..5000)))
+    };
+    tokio::join!(
+        async {
+            tokio::time::sleep(da).await;
+            a.await
+        },
+        async {
+            tokio::time::sleep(db).await;
+            b.await
+        }
+    )
+}
+
+fn no_server_error(round: usize, what: &str, statuses: &[u16]) {
+    assert!(statuses.iter().all(|s| *s < 500), "round {round}, {what}: a server error in {statuses:?}");
+}
+
+/// PutFile vs RenameFile under the same lock: both land; the saved bytes are at the new name.
+async fn save_vs_rename(rig: &Rig) {
+    for round in 0..ROUNDS {
+        let folder = format!("racer/sr{round}");
+        rig.seed(&format!("{folder}/doc.docx"), b"old").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/sr{round}/doc.docx")).await;
+        rig.lock(&fid, &token, "L").await;
+        let saved = format!("saved {round}").into_bytes();
+        let (put, renamed) = race(rig.put_file(round, &fid, &token, Some("L"), &saved), rig.rename(round + 1, &fid, &token, Some("L"), "moved")).await;
+        no_server_error(round, "save vs rename", &[put, renamed]);
+        assert_eq!((put, renamed), (200, 200), "round {round}: both are allowed and must both happen");
+        assert_eq!(rig.get(&fid, &token).await, (200, saved), "round {round}: the save is the current content");
+        assert_eq!(rig.names(&folder).await, ["moved.docx"], "round {round}: the file is at its new name only");
+    }
+}
+
+/// PutFile vs DeleteFile on an unlocked empty file (both allowed): a save acknowledged before the
+/// delete is kept as a past version; after an acknowledged delete nothing is left.
+async fn save_vs_delete(rig: &Rig) {
+    for round in 0..ROUNDS {
+        let folder = format!("racer/sd{round}");
+        rig.seed(&format!("{folder}/doc.docx"), b"").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/sd{round}/doc.docx")).await;
+        let saved = format!("saved {round}").into_bytes();
+        let (put, deleted) = race(rig.put_file(round, &fid, &token, None, &saved), rig.delete(round + 1, &fid, &token)).await;
+        no_server_error(round, "save vs delete", &[put, deleted]);
+        assert_eq!(deleted, 200, "round {round}");
+        assert!(matches!(put, 200 | 404), "round {round}: put {put}");
+        assert!(rig.names(&folder).await.is_empty(), "round {round}: deleted means gone");
+        assert_eq!(rig.get(&fid, &token).await.0, 404);
+        if put == 200 {
+            assert!(rig.past(&fid).await.contains(&saved), "round {round}: an acknowledged save is a past version");
+        }
+    }
+}
+
+/// Two renames of one file: both happen, one after the other; one name remains.
+async fn rename_vs_rename(rig: &Rig) {
+    for round in 0..ROUNDS {
+        let folder = format!("racer/rr{round}");
+        rig.seed(&format!("{folder}/doc.docx"), b"content").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/rr{round}/doc.docx")).await;
+        let (a, b) = race(rig.rename(round, &fid, &token, None, "first"), rig.rename(round + 1, &fid, &token, None, "second")).await;
+        no_server_error(round, "rename vs rename", &[a, b]);
+        assert_eq!((a, b), (200, 200), "round {round}");
+        let names = rig.names(&folder).await;
+        assert!(names == ["first.docx"] || names == ["second.docx"], "round {round}: {names:?}");
+        assert_eq!(rig.base_name(&fid, &token).await.as_deref(), Some(names[0].as_str()));
+        assert_eq!(rig.get(&fid, &token).await, (200, b"content".to_vec()));
+    }
+}
+
+/// RenameFile vs DeleteFile: whichever order, an acknowledged delete leaves nothing, and a
+/// rename that ran first is what the delete removed.
+async fn rename_vs_delete(rig: &Rig) {
+    for round in 0..ROUNDS {
+        let folder = format!("racer/rd{round}");
+        rig.seed(&format!("{folder}/doc.docx"), b"content").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/rd{round}/doc.docx")).await;
+        let (renamed, deleted) = race(rig.rename(round, &fid, &token, None, "moved"), rig.delete(round + 1, &fid, &token)).await;
+        no_server_error(round, "rename vs delete", &[renamed, deleted]);
+        assert_eq!(deleted, 200, "round {round}");
+        assert!(matches!(renamed, 200 | 404), "round {round}: rename {renamed}");
+        assert!(rig.names(&folder).await.is_empty(), "round {round}: nothing survives an acknowledged delete");
+        assert!(rig.past(&fid).await.contains(&b"content".to_vec()), "round {round}: the deleted content is kept");
+    }
+}
+
+/// PutRelativeFile overwriting a file vs a PutFile of that file: each acknowledged save is the
+/// current content or a past version.
+async fn save_as_overwrite_vs_save(rig: &Rig) {
+    for round in 0..ROUNDS {
+        let folder = format!("racer/ro{round}");
+        rig.seed(&format!("{folder}/target.docx"), b"").await;
+        rig.seed(&format!("{folder}/source.docx"), b"source").await;
+        let (target_token, target) = rig.session(round, &format!("cloudreve://my/ro{round}/target.docx")).await;
+        let (source_token, source) = rig.session(round, &format!("cloudreve://my/ro{round}/source.docx")).await;
+        let saved = format!("saved {round}").into_bytes();
+        let copied = format!("save as {round}").into_bytes();
+        let overwrite = rig.post(
+            round + 1,
+            &source,
+            "",
+            &source_token,
+            &[("X-WOPI-Override", "PUT_RELATIVE"), ("X-WOPI-RelativeTarget", "target.docx"), ("X-WOPI-OverwriteRelativeTarget", "true")],
+            copied.clone(),
+        );
+        let (put, relative) = race(rig.put_file(round, &target, &target_token, None, &saved), overwrite).await;
+        no_server_error(round, "save as vs save", &[put, relative]);
+        assert_eq!(relative, 200, "round {round}");
+        assert!(matches!(put, 200 | 409), "round {round}: put {put}");
+        let (status, current) = rig.get(&target, &target_token).await;
+        assert_eq!(status, 200);
+        let past = rig.past(&target).await;
+        assert!(current == copied || past.contains(&copied), "round {round}: the Save As is kept");
+        if put == 200 {
+            assert!(current == saved || past.contains(&saved), "round {round}: the save is kept");
+        }
+        assert_eq!(rig.names(&folder).await, ["source.docx", "target.docx"], "round {round}");
+    }
+}
+
+/// `wopigate put` vs PutFile: both write the same file; neither acknowledged write is lost.
+async fn admin_put_vs_save(rig: &Rig) {
+    for round in 0..ROUNDS / 4 {
+        let folder = format!("racer/ap{round}");
+        let rel = format!("{folder}/doc.docx");
+        rig.seed(&rel, b"old").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/ap{round}/doc.docx")).await;
+        rig.lock(&fid, &token, "L").await;
+        let saved = format!("saved {round}").into_bytes();
+        let put_by_operator = format!("operator {round}").into_bytes();
+        let (put, admin) = race(rig.put_file(round, &fid, &token, Some("L"), &saved), rig.admin_put(&rel, &put_by_operator)).await;
+        no_server_error(round, "wopigate put vs save", &[put]);
+        assert!(admin, "round {round}: wopigate put failed");
+        assert!(matches!(put, 200 | 409), "round {round}: put {put}");
+        let (_, current) = rig.get(&fid, &token).await;
+        let past = rig.past(&fid).await;
+        assert!(current == put_by_operator || past.contains(&put_by_operator), "round {round}: the operator's write is kept");
+        if put == 200 {
+            assert!(current == saved || past.contains(&saved), "round {round}: the save is kept");
+        }
+        assert_eq!(rig.names(&folder).await, ["doc.docx"]);
+    }
+}
+
+/// F8: ten Save As with one suggested name at once all succeed, each under its own name.
+async fn concurrent_save_as_all_get_names(rig: &Rig) {
+    for round in 0..5 {
+        let folder = format!("racer/sa{round}");
+        rig.seed(&format!("{folder}/doc.docx"), b"x").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/sa{round}/doc.docx")).await;
+        let tries = (0..10).map(|i| {
+            let (token, fid) = (token.clone(), fid.clone());
+            async move {
+                let r = rig
+                    .client
+                    .post(rig.url(i, &fid, "", &token))
+                    .header("X-WOPI-Override", "PUT_RELATIVE")
+                    .header("X-WOPI-SuggestedTarget", "copy.docx")
+                    .body(format!("copy {i}"))
+                    .send()
+                    .await
+                    .unwrap();
+                let status = r.status().as_u16();
+                let name = r.json::<Value>().await.ok().and_then(|v| v["Name"].as_str().map(str::to_string));
+                (status, name, i)
+            }
+        });
+        let answers = futures_util::future::join_all(tries).await;
+        assert!(answers.iter().all(|a| a.0 == 200), "round {round}: suggested mode is never refused: {answers:?}");
+        let mut names: Vec<_> = answers.iter().map(|a| a.1.clone().unwrap()).collect();
+        names.sort();
+        names.dedup();
+        assert_eq!(names.len(), 10, "round {round}: every Save As got its own name: {answers:?}");
+        assert_eq!(rig.names(&folder).await.len(), 11);
+    }
+}
+
+async fn all_races(rig: Rig) {
+    save_vs_rename(&rig).await;
+    save_vs_delete(&rig).await;
+    rename_vs_rename(&rig).await;
+    rename_vs_delete(&rig).await;
+    save_as_overwrite_vs_save(&rig).await;
+    admin_put_vs_save(&rig).await;
+    concurrent_save_as_all_get_names(&rig).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_on_one_file_are_linearizable_on_the_local_store() {
+    all_races(Rig::local().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn races_on_one_file_are_linearizable_on_s3_and_redis() {
+    let Some(rig) = Rig::s3().await else { return };
+    all_races(rig).await;
+}
