@@ -32,6 +32,10 @@ pub struct RequestLog {
     pub file_id: Option<String>,
     pub session_id: Option<String>,
     pub code: Option<u32>,
+    /// PutFile: Collabora's flags and the timestamp it sent; on a 1010 also the stored one.
+    pub save: crate::wopi::SaveFlags,
+    pub cool_timestamp: Option<String>,
+    pub stored_timestamp: Option<String>,
 }
 
 /// Adds to the request's log line.
@@ -95,6 +99,12 @@ impl RootSpanBuilder for RequestSpan {
             file_id = log.file_id.as_deref().unwrap_or_default(),
             session_id = log.session_id.as_deref().unwrap_or_default(),
             code = log.code.unwrap_or_default(),
+            // Left out of the line when absent.
+            is_modified_by_user = log.save.modified_by_user,
+            is_autosave = log.save.autosave,
+            is_exit_save = log.save.exit_save,
+            cool_timestamp = log.cool_timestamp.as_deref(),
+            stored_timestamp = log.stored_timestamp.as_deref(),
             "request"
         );
     }

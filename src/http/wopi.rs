@@ -16,7 +16,7 @@ use crate::proof::ProofHeaders;
 use crate::state::AppState;
 use crate::store::StoreError;
 use crate::token::AccessClaims;
-use crate::wopi::{self, CalledUrl, FileSession, PutFileRequest, RelativeRequest, WopiError};
+use crate::wopi::{self, CalledUrl, FileSession, PutFileRequest, RelativeRequest, SaveFlags, WopiError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -35,9 +35,35 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
-/// Collabora sends `X-COOL-WOPI-*`, ONLYOFFICE the legacy `X-LOOL-WOPI-*`.
+/// Collabora sends `X-COOL-WOPI-*`, its older releases and ONLYOFFICE the legacy `X-LOOL-WOPI-*`.
 fn cool_header<'a>(req: &'a HttpRequest, suffix: &str) -> Option<&'a str> {
     header(req, &format!("x-cool-wopi-{suffix}")).or_else(|| header(req, &format!("x-lool-wopi-{suffix}")))
+}
+
+/// Collabora's PutFile headers, from either family (`X-COOL-` wins where both are sent).
+struct CoolHeaders<'a> {
+    timestamp: Option<&'a str>,
+    flags: SaveFlags,
+    extended_data: Option<&'a str>,
+}
+
+impl<'a> CoolHeaders<'a> {
+    fn parse(req: &'a HttpRequest) -> CoolHeaders<'a> {
+        let flag = |suffix: &str| match cool_header(req, suffix).map(str::trim) {
+            Some(v) if v.eq_ignore_ascii_case("true") => Some(true),
+            Some(v) if v.eq_ignore_ascii_case("false") => Some(false),
+            _ => None,
+        };
+        CoolHeaders {
+            timestamp: cool_header(req, "timestamp"),
+            flags: SaveFlags {
+                modified_by_user: flag("ismodifiedbyuser"),
+                autosave: flag("isautosave"),
+                exit_save: flag("isexitsave"),
+            },
+            extended_data: cool_header(req, "extendeddata"),
+        }
+    }
 }
 
 /// The token: the `access_token` query parameter, else `Authorization: Bearer` (fallback).
@@ -127,13 +153,24 @@ async fn put_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<Stri
         return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /contents")));
     }
     record(&req, "PutFile", Some(&id));
+    let cool = CoolHeaders::parse(&req);
+    note(&req, |log| {
+        log.save = cool.flags;
+        log.cool_timestamp = cool.timestamp.map(|t| t.chars().take(64).collect());
+    });
     let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
     let request = PutFileRequest {
         lock: header(&req, "x-wopi-lock"),
-        cool_timestamp: cool_header(&req, "timestamp"),
+        cool_timestamp: cool.timestamp,
+        save: cool.flags,
+        extended_data: cool.extended_data,
         content_length: header(&req, "content-length").and_then(|v| v.parse().ok()),
     };
-    let meta = wopi::put_file(&app, &session, request, body).await?;
+    let meta = wopi::put_file(&app, &session, request, body).await.inspect_err(|e| {
+        if let WopiError::DocumentChanged { stored, .. } = e {
+            note(&req, |log| log.stored_timestamp = Some(stored.clone()));
+        }
+    })?;
     Ok(HttpResponse::Ok()
         .insert_header(("X-WOPI-ItemVersion", meta.version))
         .content_type("application/json")
@@ -184,14 +221,19 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
                 overwrite: header(&req, "x-wopi-overwriterelativetarget"),
                 size: header(&req, "x-wopi-size"),
             };
+            // Collabora takes this LastModifiedTime as the time of the document it saved from,
+            // and echoes it on that document's next PutFile: the source's, which Save As leaves.
+            let source_time = wopi::last_modified_time(&app, &session).await?;
             let created = wopi::put_relative(&app, &session, request, body).await?;
-            Ok(json_ok(serde_json::to_value(created).unwrap_or_default()))
+            let mut answer = serde_json::to_value(created).unwrap_or_default();
+            answer["LastModifiedTime"] = json!(source_time);
+            Ok(json_ok(answer))
         }
         "RENAME_FILE" => {
             record(&req, "RenameFile", Some(&id));
             let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
             let name = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
-            Ok(json_ok(json!({"Name": name})))
+            Ok(json_ok(json!({"Name": name, "LastModifiedTime": wopi::last_modified_time(&app, &session).await?})))
         }
         "DELETE" => {
             record(&req, "DeleteFile", Some(&id));
@@ -253,7 +295,7 @@ impl ResponseError for WopiError {
         match self {
             WopiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WopiError::NotFound => StatusCode::NOT_FOUND,
-            WopiError::LockConflict { .. } | WopiError::TargetExists { .. } | WopiError::DocumentChanged => StatusCode::CONFLICT,
+            WopiError::LockConflict { .. } | WopiError::TargetExists { .. } | WopiError::DocumentChanged { .. } => StatusCode::CONFLICT,
             WopiError::BadRequest(_) | WopiError::InvalidFileName(_) | WopiError::InvalidTarget { .. } => StatusCode::BAD_REQUEST,
             WopiError::LargerThanExpected => StatusCode::PRECONDITION_FAILED,
             WopiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
@@ -288,7 +330,7 @@ impl ResponseError for WopiError {
             WopiError::RangeNotSatisfiable { size } => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));
             }
-            WopiError::DocumentChanged => {
+            WopiError::DocumentChanged { .. } => {
                 return response.content_type("application/json").body(r#"{"COOLStatusCode":1010}"#);
             }
             _ => {}

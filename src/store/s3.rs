@@ -7,13 +7,16 @@
 //! conditional-create marker objects when the server honours `If-None-Match`).
 //! Versions: each upload gets a version id in object metadata; the replaced content is copied
 //! to `.wopigate/versions/<file id>/<version>` (works whether or not the bucket versions).
+//! The id starts with a time in microseconds, which is the file's modification time: the
+//! object's `Last-Modified` has whole seconds only, too coarse for Collabora's check that
+//! nothing changed since it loaded the file.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
 use object_store::aws::AmazonS3Builder;
 use object_store::path::Path;
@@ -131,6 +134,21 @@ impl S3Store {
         result
     }
 
+    /// Writes the staged object to `target` under a version stamped after `after`. A server-side
+    /// copy keeps the source's metadata, so the bytes stream through here (rarely needed).
+    async fn restamp(&self, tmp: &Path, target: &Path, after: DateTime<Utc>) -> Result<(), StoreError> {
+        let micros = Utc::now().timestamp_micros().max(after.timestamp_micros() + 1);
+        let mut upload = Box::new(S3Upload::new(self, target.clone(), version_at(micros), u64::MAX));
+        let mut source = self.store.get(tmp).await.map_err(store_error)?.into_stream();
+        while let Some(chunk) = source.next().await {
+            if let Err(e) = async { upload.write(chunk.map_err(store_error)?).await }.await {
+                upload.abort().await;
+                return Err(e);
+            }
+        }
+        upload.finish().await.map(|_| ())
+    }
+
     async fn keep_version(&self, history: &str, path: &Path, version: &str) -> Result<(), StoreError> {
         check_object_name(history)?;
         check_object_name(version)?;
@@ -167,23 +185,32 @@ fn mutex_name(name: &str) -> String {
 }
 
 fn meta_of(meta: &object_store::ObjectMeta, attributes: &Attributes) -> FileMeta {
-    let version = attributes
+    let ours = attributes
         .get(&Attribute::Metadata(VERSION_ATTR.into()))
         .map(|v| v.as_ref().to_string())
-        .filter(|v| check_object_name(v).is_ok())
-        .unwrap_or_else(|| {
+        .filter(|v| check_object_name(v).is_ok());
+    match ours {
+        Some(version) => FileMeta { size: meta.size, modified: version_time(&version).unwrap_or(meta.last_modified), version },
+        None => {
             // An object written by something else: its ETag and size name the content. Not its
             // time: a rename (a server-side copy) changes that, and a save racing the rename
             // would be refused as a conflict.
             let etag: String = meta.e_tag.as_deref().unwrap_or("").chars().filter(char::is_ascii_alphanumeric).take(40).collect();
-            format!("e{etag}-{:x}", meta.size)
-        });
-    FileMeta { size: meta.size, modified: meta.last_modified, version }
+            let version = format!("e{etag}-{:x}", meta.size);
+            FileMeta { size: meta.size, modified: meta.last_modified, version }
+        }
+    }
 }
 
-/// A fresh version id: time-ordered and unique.
-fn new_version() -> String {
-    format!("{:x}-{}", Utc::now().timestamp_micros(), &Uuid::new_v4().simple().to_string()[..8])
+/// A version id stamped `micros` (µs since the epoch, hex), unique by its random part.
+fn version_at(micros: i64) -> String {
+    format!("{micros:x}-{}", &Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// The time a version id of ours carries.
+fn version_time(version: &str) -> Option<DateTime<Utc>> {
+    let (micros, _) = version.split_once('-')?;
+    DateTime::from_timestamp_micros(i64::from_str_radix(micros, 16).ok()?)
 }
 
 /// An upload that stays one PUT while it fits in a part, and becomes a multipart upload
@@ -203,6 +230,24 @@ struct S3Upload {
 }
 
 impl S3Upload {
+    /// An upload to `path` whose object will carry `version`.
+    fn new(store: &S3Store, path: Path, version: String, limit: u64) -> S3Upload {
+        let mut attributes = Attributes::new();
+        attributes.insert(Attribute::Metadata(VERSION_ATTR.into()), AttributeValue::from(version.clone()));
+        S3Upload {
+            store: store.store.clone(),
+            path,
+            attributes,
+            part_size: store.part_size,
+            buffer: Vec::new(),
+            buffered: 0,
+            writer: None,
+            handle: version,
+            written: 0,
+            limit,
+        }
+    }
+
     async fn start_multipart(&mut self) -> Result<(), StoreError> {
         let options = PutMultipartOptions { attributes: self.attributes.clone(), ..Default::default() };
         let upload = self.store.put_multipart_opts(&self.path, options).await.map_err(store_error)?;
@@ -308,22 +353,10 @@ impl Store for S3Store {
         Ok(Some(Download { meta, stream }))
     }
 
+    /// The staged object is named by its version id (the commit reads the time from it).
     async fn begin_upload(&self, limit: u64) -> Result<Box<dyn Upload>, StoreError> {
-        let handle = Uuid::new_v4().simple().to_string();
-        let mut attributes = Attributes::new();
-        attributes.insert(Attribute::Metadata(VERSION_ATTR.into()), AttributeValue::from(new_version()));
-        Ok(Box::new(S3Upload {
-            store: self.store.clone(),
-            path: self.tmp(&handle),
-            attributes,
-            part_size: self.part_size,
-            buffer: Vec::new(),
-            buffered: 0,
-            writer: None,
-            handle,
-            written: 0,
-            limit,
-        }))
+        let version = version_at(Utc::now().timestamp_micros());
+        Ok(Box::new(S3Upload::new(self, self.tmp(&version), version, limit)))
     }
 
     async fn lock_file(&self, history: &str) -> Result<FileGuard, StoreError> {
@@ -351,7 +384,13 @@ impl Store for S3Store {
             if let Some(old) = &current {
                 self.keep_version(guard.history(), &target, &old.version).await?;
             }
-            self.store.copy(&tmp, &target).await.map_err(store_error)?;
+            // Each version's time must come after the one it replaces (so no two are the
+            // same): not so when uploads commit out of order or two processes stamped the
+            // same microsecond; then the content is written again under a later stamp.
+            match current.filter(|old| version_time(&staged.handle).is_none_or(|t| t <= old.modified)) {
+                Some(old) => self.restamp(&tmp, &target, old.modified).await?,
+                None => self.store.copy(&tmp, &target).await.map_err(store_error)?,
+            }
             self.head(&target).await?.ok_or(StoreError::NotFound)
         };
         // A create also takes the name's mutex, which renames onto that name hold: a name is

@@ -2,9 +2,10 @@
 //! HTTP details (headers in, status codes out) stay in `http::wopi`.
 
 pub mod names;
+pub mod time;
 
 use bytes::Bytes;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -19,6 +20,8 @@ use crate::store::{ids, ByteStream, Entry, FileGuard, FileKey, FileMeta, Precond
 use crate::token::{AccessClaims, Action, Grant, TokenError};
 use crate::uri::{FileUri, RelPath};
 
+pub use time::wopi_time;
+
 #[derive(Debug, thiserror::Error)]
 pub enum WopiError {
     #[error("access token rejected: {0}")]
@@ -29,8 +32,8 @@ pub enum WopiError {
     LockConflict { current: String, reason: &'static str },
     #[error("a file with that name exists")]
     TargetExists { valid: Option<String> },
-    #[error("the document changed since the client loaded it")]
-    DocumentChanged,
+    #[error("the document changed since the client loaded it: it sent {sent}, the store has {stored}")]
+    DocumentChanged { sent: String, stored: String },
     #[error("{0}")]
     BadRequest(String),
     #[error("invalid file name: {0}")]
@@ -202,15 +205,6 @@ async fn check_proof(
     }
 }
 
-/// WOPI's `LastModifiedTime`: UTC, ISO 8601 with 100 ns precision (.NET round-trip format).
-pub fn wopi_time(t: DateTime<Utc>) -> String {
-    format!("{}.{:07}Z", t.format("%Y-%m-%dT%H:%M:%S"), t.timestamp_subsec_nanos() / 100)
-}
-
-fn same_instant(a: DateTime<Utc>, b: DateTime<Utc>) -> bool {
-    a.timestamp() == b.timestamp() && a.timestamp_subsec_nanos() / 100 == b.timestamp_subsec_nanos() / 100
-}
-
 /// The file at `key` (under the file's guard, where nothing can move it).
 async fn stat_file(app: &AppState, key: &FileKey) -> Result<FileMeta, WopiError> {
     match app.store.stat(key).await? {
@@ -230,6 +224,13 @@ async fn current_meta(app: &AppState, s: &FileSession) -> Result<(FileKey, FileM
     let meta = stat_file(app, &key).await;
     guard.release().await;
     Ok((key, meta?))
+}
+
+/// The `LastModifiedTime` of the session's file as it is now, found by its id (a rename moves
+/// it to another key).
+pub async fn last_modified_time(app: &AppState, s: &FileSession) -> Result<String, WopiError> {
+    let key = ids::resolve(app.store.as_ref(), &s.claims.fid).await?.ok_or(WopiError::NotFound)?;
+    Ok(wopi_time(stat_file(app, &key).await?.modified))
 }
 
 /// The version the session reads (current, or the past one it was opened on), and where the
@@ -414,9 +415,21 @@ pub async fn get_file(
 /// What PutFile received besides the body.
 pub struct PutFileRequest<'a> {
     pub lock: Option<&'a str>,
-    /// `X-COOL-WOPI-Timestamp` / `X-LOOL-WOPI-Timestamp`.
+    /// `X-COOL-WOPI-Timestamp` / `X-LOOL-WOPI-Timestamp`: the `LastModifiedTime` the client
+    /// believes the file has; absent = save regardless.
     pub cool_timestamp: Option<&'a str>,
+    pub save: SaveFlags,
+    /// `X-COOL-WOPI-ExtendedData`: opaque, from the host page (`Action_Save`).
+    pub extended_data: Option<&'a str>,
     pub content_length: Option<u64>,
+}
+
+/// Why Collabora saves (`X-COOL-WOPI-IsAutosave` …); `None` when not sent or not `true`/`false`.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SaveFlags {
+    pub modified_by_user: Option<bool>,
+    pub autosave: Option<bool>,
+    pub exit_save: Option<bool>,
 }
 
 /// The WOPI rule for writing a file's content: locked → the lock must match; unlocked → only a
@@ -470,11 +483,11 @@ where
     s.require_write()?;
     let (_, meta) = current_meta(app, s).await?;
     check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
-    if let Some(stamp) = request.cool_timestamp.filter(|t| !t.trim().is_empty()) {
-        let claimed = DateTime::parse_from_rfc3339(stamp.trim())
-            .map_err(|_| WopiError::BadRequest("X-COOL-WOPI-Timestamp is not an ISO 8601 time".into()))?;
-        if !same_instant(claimed.with_timezone(&Utc), meta.modified) {
-            return Err(WopiError::DocumentChanged);
+    if let Some(stamp) = request.cool_timestamp.map(str::trim).filter(|t| !t.is_empty()) {
+        let claimed =
+            time::parse(stamp).ok_or_else(|| WopiError::BadRequest("X-COOL-WOPI-Timestamp is not an ISO 8601 time".into()))?;
+        if !time::same_instant(claimed, meta.modified) {
+            return Err(WopiError::DocumentChanged { sent: stamp.to_string(), stored: wopi_time(meta.modified) });
         }
     }
     if request.content_length.is_some_and(|n| n > app.config.max_upload_size) {

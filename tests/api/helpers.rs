@@ -96,13 +96,7 @@ pub async fn spawn_on_with_clock(data: &Path, extra: &[(&str, &str)], clock: Arc
     let app = Application::build_with_clock(config, clock).await.expect("app builds");
     let port = app.port();
     tokio::spawn(app.run_until_stopped());
-    TestApp {
-        address: format!("http://127.0.0.1:{port}"),
-        port,
-        data: data.to_path_buf(),
-        client: reqwest::Client::new(),
-        _dir: None,
-    }
+    TestApp::on_port(port, data)
 }
 
 /// A caller JWT as the platform would sign it.
@@ -119,6 +113,12 @@ pub fn now() -> i64 {
 }
 
 impl TestApp {
+    /// Talks to a server already listening on `port` with its store in `data` (the binary).
+    pub fn on_port(port: u16, data: &Path) -> TestApp {
+        let address = format!("http://127.0.0.1:{port}");
+        TestApp { address, port, data: data.to_path_buf(), client: reqwest::Client::new(), _dir: None }
+    }
+
     /// Puts a user file where a person would drop it: `<data>/<owner>/<path>`.
     pub fn put_file(&self, owner: &str, path: &str, content: &[u8]) -> PathBuf {
         let full = self.data.join(owner).join(path);

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use crate::helpers::*;
 
-fn command(env: &[(String, String)]) -> Command {
+pub fn command(env: &[(String, String)]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_wopigate"));
     cmd.env_clear().env("PATH", std::env::var("PATH").unwrap_or_default());
     for (k, v) in env {
@@ -24,7 +24,7 @@ fn run_failing(env: &[(String, String)]) -> (i32, String) {
     (output.status.code().unwrap_or(-1), String::from_utf8_lossy(&output.stderr).into_owned())
 }
 
-async fn wait_healthy(port: u16, child: &mut Child) {
+pub async fn wait_healthy(port: u16, child: &mut Child) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let client = reqwest::Client::new();
     while Instant::now() < deadline {
@@ -42,7 +42,7 @@ async fn wait_healthy(port: u16, child: &mut Child) {
 }
 
 /// Stops the server as Kubernetes would (SIGTERM), so it flushes its log before exiting.
-fn stop(mut child: Child) -> String {
+pub fn stop(mut child: Child) -> String {
     let _ = Command::new("kill").args(["-TERM", &child.id().to_string()]).status();
     let _ = child.wait();
     let mut stderr = String::new();

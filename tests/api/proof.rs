@@ -13,7 +13,7 @@ use uuid::Uuid;
 
 use crate::helpers::*;
 
-fn key(name: &str) -> RsaPrivateKey {
+pub fn key(name: &str) -> RsaPrivateKey {
     RsaPrivateKey::from_pkcs8_pem(&std::fs::read_to_string(fixture(&format!("keys/{name}.pem"))).unwrap()).unwrap()
 }
 
@@ -21,7 +21,7 @@ fn b64(bytes: &[u8]) -> String {
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
 
-fn proof_element(current: &RsaPrivateKey, old: Option<&RsaPrivateKey>) -> String {
+pub fn proof_element(current: &RsaPrivateKey, old: Option<&RsaPrivateKey>) -> String {
     let attrs = |k: &RsaPrivateKey| (b64(&k.n().to_bytes_be()), b64(&k.e().to_bytes_be()));
     let (m, e) = attrs(current);
     let (om, oe) = old.map(attrs).unwrap_or_default();
@@ -34,7 +34,7 @@ fn discovery(proof: &str) -> String {
     )
 }
 
-fn sign(key: &RsaPrivateKey, token: &str, url: &str, ticks: i64) -> String {
+pub fn sign(key: &RsaPrivateKey, token: &str, url: &str, ticks: i64) -> String {
     let data = wopigate::proof::expected_proof(token, url, ticks);
     b64(&SigningKey::<Sha256>::new(key.clone()).sign(&data).to_bytes())
 }

@@ -106,6 +106,20 @@ async fn store_contract(store: &dyn Store) {
     assert_eq!(store.stat(&a).await.unwrap(), Some(Entry::File(second.clone())));
     assert_eq!(store.stat(&key("u1", "Docs")).await.unwrap(), Some(Entry::Folder));
 
+    // Every version has its own time to the microsecond (Collabora compares them), later than
+    // the one it replaces, even when uploads commit out of order.
+    let early = upload(store, b"early").await;
+    let late = upload(store, b"late").await;
+    let guard = store.lock_file("h1").await.unwrap();
+    let third = store.commit(&guard, &late, &a, Precondition::Any).await.unwrap();
+    let fourth = store.commit(&guard, &early, &a, Precondition::Any).await.unwrap();
+    guard.release().await;
+    assert!(second.modified < third.modified && third.modified < fourth.modified, "{second:?} {third:?} {fourth:?}");
+    assert!(third.modified.timestamp_micros() < fourth.modified.timestamp_micros());
+    assert_eq!(read_all(store, &a, "h1", None, None).await, b"early");
+    // Back to "two" for what follows.
+    commit(store, b"two", &a, "h1", Precondition::Version(fourth.version)).await.unwrap();
+
     // Reads: whole, ranged, and the past version.
     assert_eq!(read_all(store, &a, "h1", None, None).await, b"two");
     assert_eq!(read_all(store, &a, "h1", None, Some((1, 2))).await, b"wo");

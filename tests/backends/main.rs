@@ -2,6 +2,7 @@
 //! backend, then many replicas, then faults.
 
 mod cluster;
+mod collabora;
 mod conformance;
 mod contract;
 mod faults;
