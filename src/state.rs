@@ -8,6 +8,7 @@ use crate::config::Config;
 use crate::discovery::Viewers;
 use crate::locks::LockStore;
 use crate::metrics::Metrics;
+use crate::passwords::PasswordChecker;
 use crate::store::Store;
 use crate::token::TokenKeys;
 
@@ -21,5 +22,6 @@ pub struct AppState {
     pub callers: CallerVerifier,
     pub viewers: Arc<Viewers>,
     pub metrics: Arc<Metrics>,
+    pub passwords: PasswordChecker,
 }
 

@@ -718,7 +718,8 @@ pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Op
     };
     let (file_id, uri, may_edit) = if native.len() > 12 && native[..12].eq_ignore_ascii_case("cloudreve://") {
         let uri = FileUri::parse(native).map_err(|e| WopiError::BadRequest(format!("X-WOPI-HostNativeFileName: {e}")))?;
-        let access = policy::resolve(store, &caller, &uri, None, app.clock.now()).await.map_err(policy_error)?;
+        let passwords = app.passwords.for_client(None);
+        let access = policy::resolve(store, &caller, &uri, None, app.clock.now(), &passwords).await.map_err(policy_error)?;
         match store.stat(&access.key).await? {
             Some(Entry::File(_)) => {}
             _ => return Err(WopiError::NotFound),

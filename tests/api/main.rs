@@ -4,6 +4,7 @@ mod helpers;
 mod ops;
 mod process;
 mod proof;
+mod share_passwords;
 mod tokens;
 mod viewer_session;
 mod wopi;
