@@ -5,9 +5,10 @@
 //! at start-up with one line that says what to fix.
 
 use std::fmt;
-use std::net::{SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
+use ipnet::IpNet;
 use serde::Deserialize;
 use url::Url;
 use uuid::Uuid;
@@ -118,6 +119,9 @@ fn default_log_format() -> String {
 fn default_share_cache() -> u64 {
     5
 }
+fn default_share_password_attempts() -> u32 {
+    10
+}
 
 /// The variables exactly as envy reads them (names are `WOPIGATE_` + upper-cased field).
 #[derive(Deserialize)]
@@ -187,6 +191,11 @@ struct RawConfig {
     shutdown_grace_secs: u64,
     #[serde(default = "default_share_cache")]
     share_cache_secs: u64,
+    #[serde(default = "default_share_password_attempts")]
+    share_password_attempts: u32,
+    share_password_checks: Option<usize>,
+    #[serde(default)]
+    trusted_proxies: String,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -338,6 +347,18 @@ pub struct Config {
     /// How long a share manifest read for GetFile may be reused (writes, CheckFileInfo and new
     /// tokens always read it afresh).
     pub share_cache_secs: u64,
+    pub share_passwords: SharePasswordConfig,
+    /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
+    pub trusted_proxies: Vec<IpNet>,
+}
+
+/// How share passwords are checked (`WOPIGATE_SHARE_PASSWORD_*`).
+#[derive(Debug, Clone)]
+pub struct SharePasswordConfig {
+    /// Wrong passwords accepted per minute, per share and per client address.
+    pub attempts_per_minute: u32,
+    /// Argon2 checks running at once (each needs its memory and a core).
+    pub concurrent_checks: usize,
 }
 
 impl Config {
@@ -430,6 +451,15 @@ impl Config {
         if raw.backend_timeout_secs == 0 || raw.backend_timeout_secs > 300 {
             return Err(ConfigError::new("WOPIGATE_BACKEND_TIMEOUT_SECS", "must be between 1 and 300"));
         }
+        if raw.share_password_attempts == 0 {
+            return Err(ConfigError::new("WOPIGATE_SHARE_PASSWORD_ATTEMPTS", "must be at least 1 (wrong passwords per minute)"));
+        }
+        let concurrent_checks = match raw.share_password_checks {
+            Some(0) => return Err(ConfigError::new("WOPIGATE_SHARE_PASSWORD_CHECKS", "must be at least 1")),
+            Some(n) => n,
+            None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
+        };
+        let trusted_proxies = trusted_proxies(&raw.trusted_proxies)?;
         Ok(Config {
             bind,
             public_url,
@@ -453,6 +483,8 @@ impl Config {
             backend_timeout_secs: raw.backend_timeout_secs,
             shutdown_grace_secs: raw.shutdown_grace_secs,
             share_cache_secs: raw.share_cache_secs,
+            share_passwords: SharePasswordConfig { attempts_per_minute: raw.share_password_attempts, concurrent_checks },
+            trusted_proxies,
         })
     }
 }
@@ -501,6 +533,20 @@ fn store_config(raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
         }
         other => Err(ConfigError::new("WOPIGATE_STORE", format!("'{other}' is not local or s3"))),
     }
+}
+
+/// `10.0.0.1, 10.1.0.0/16, fd00::/8`: addresses or CIDR blocks.
+fn trusted_proxies(list: &str) -> Result<Vec<IpNet>, ConfigError> {
+    list.split(',')
+        .map(str::trim)
+        .filter(|item| !item.is_empty())
+        .map(|item| {
+            item.parse::<IpNet>()
+                .or_else(|_| item.parse::<IpAddr>().map(IpNet::from))
+                .map(|net| net.trunc())
+                .map_err(|_| ConfigError::new("WOPIGATE_TRUSTED_PROXIES", format!("'{item}' is not an IP address or CIDR block")))
+        })
+        .collect()
 }
 
 fn http_base_url(var: &str, value: &str) -> Result<String, ConfigError> {
@@ -719,12 +765,34 @@ mod tests {
             ("WOPIGATE_EDIT_MAX_SIZE", "-1"),
             ("WOPIGATE_STORE", "ftp"),
             ("WOPIGATE_LOCKS", "zookeeper"),
+            ("WOPIGATE_SHARE_PASSWORD_ATTEMPTS", "0"),
+            ("WOPIGATE_SHARE_PASSWORD_ATTEMPTS", "ten"),
+            ("WOPIGATE_SHARE_PASSWORD_CHECKS", "0"),
+            ("WOPIGATE_SHARE_PASSWORD_CHECKS", "-2"),
+            ("WOPIGATE_TRUSTED_PROXIES", "10.0.0.0/33"),
+            ("WOPIGATE_TRUSTED_PROXIES", "127.0.0.1, proxy.local"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value} gave {err}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn share_password_settings() {
+        let config = Config::from_vars(vars(&[])).unwrap();
+        assert_eq!(config.share_passwords.attempts_per_minute, 10);
+        assert!(config.share_passwords.concurrent_checks >= 1);
+        assert!(config.trusted_proxies.is_empty());
+        let config = Config::from_vars(vars(&[
+            ("WOPIGATE_SHARE_PASSWORD_CHECKS", "3"),
+            ("WOPIGATE_TRUSTED_PROXIES", " 127.0.0.1, 10.1.2.3/16,fd00::/8 ,"),
+        ]))
+        .unwrap();
+        assert_eq!(config.share_passwords.concurrent_checks, 3);
+        let nets: Vec<String> = config.trusted_proxies.iter().map(|n| n.to_string()).collect();
+        assert_eq!(nets, ["127.0.0.1/32", "10.1.0.0/16", "fd00::/8"]);
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! wopigate: a stateless WOPI host gateway. See DESIGN.md for the parts and their contracts.
 
 pub mod admin;
+pub mod attempts;
 pub mod auth;
 pub mod clock;
 pub mod config;
@@ -8,6 +9,7 @@ pub mod discovery;
 pub mod http;
 pub mod locks;
 pub mod metrics;
+pub mod passwords;
 pub mod policy;
 pub mod proof;
 pub mod session;

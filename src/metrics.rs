@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): requests by route, WOPI operation and status, latency,
-//! bytes streamed, lock conflicts, token rejections, proof-key failures, discovery fetches.
+//! bytes streamed, lock conflicts, token rejections, proof-key failures, discovery fetches,
+//! share-password checks (Argon2 runs) and attempts refused by the rate limit.
 
 use std::time::Instant;
 
@@ -27,6 +28,8 @@ pub struct Metrics {
     token_rejections: IntCounterVec,
     proof_failures: IntCounter,
     discovery_fetches: IntCounterVec,
+    password_checks: IntCounterVec,
+    password_refusals: IntCounter,
 }
 
 impl Metrics {
@@ -61,6 +64,16 @@ impl Metrics {
             &["viewer", "result"],
         )
         .expect("valid metric");
+        let password_checks = IntCounterVec::new(
+            Opts::new("wopigate_share_password_checks_total", "Share passwords checked with Argon2, by result"),
+            &["result"],
+        )
+        .expect("valid metric");
+        let password_refusals = IntCounter::new(
+            "wopigate_share_password_refusals_total",
+            "Share password attempts refused by the rate limit, without running Argon2",
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -70,6 +83,8 @@ impl Metrics {
             Box::new(token_rejections.clone()),
             Box::new(proof_failures.clone()),
             Box::new(discovery_fetches.clone()),
+            Box::new(password_checks.clone()),
+            Box::new(password_refusals.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -83,6 +98,8 @@ impl Metrics {
             token_rejections,
             proof_failures,
             discovery_fetches,
+            password_checks,
+            password_refusals,
         }
     }
 
@@ -96,6 +113,14 @@ impl Metrics {
 
     pub fn discovery_fetched(&self, viewer: &str, ok: bool) {
         self.discovery_fetches.with_label_values(&[viewer, if ok { "ok" } else { "error" }]).inc();
+    }
+
+    pub fn password_checked(&self, right: bool) {
+        self.password_checks.with_label_values(&[if right { "right" } else { "wrong" }]).inc();
+    }
+
+    pub fn password_refused(&self) {
+        self.password_refusals.inc();
     }
 
     pub fn render(&self) -> String {

@@ -13,13 +13,14 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use argon2::{Argon2, PasswordHash, PasswordVerifier};
+use argon2::Argon2;
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
 use crate::auth::Caller;
+use crate::passwords::{PasswordCheck, PasswordError};
 use crate::store::{ids, Entry, FileKey, Store, StoreError};
 use crate::uri::{is_valid_id, CanonicalUri, FileSystem, FileUri, RelPath};
 
@@ -76,6 +77,8 @@ pub enum PolicyError {
     PurchaseRequired,
     #[error("share manifest '{0}' is invalid: {1}")]
     BadManifest(String, String),
+    #[error(transparent)]
+    Password(#[from] PasswordError),
     #[error(transparent)]
     Store(#[from] StoreError),
 }
@@ -211,6 +214,7 @@ impl Policy {
     /// Resolves `uri` for `caller` through every check of its file system (ownership; a share's
     /// expiry, password, anonymous rule and purchase ticket). `admitted` names a share the caller
     /// already passed (the share of a presented token), whose password is not asked again.
+    /// Passwords are checked by `passwords` (off the async workers, rate limited).
     pub async fn open(
         &self,
         caller: &Caller,
@@ -218,6 +222,7 @@ impl Policy {
         ticket: Option<&str>,
         admitted: Option<&str>,
         now: DateTime<Utc>,
+        passwords: &PasswordCheck<'_>,
     ) -> Result<Access, PolicyError> {
         match &uri.fs {
             FileSystem::My { owner } => {
@@ -250,7 +255,7 @@ impl Policy {
                     }
                     if admitted != Some(id.as_str()) {
                         if let Some(hash) = &manifest.password_hash {
-                            if !password_matches(hash, password.as_deref(), id)? {
+                            if !passwords.matches(id, hash, password.as_deref()).await? {
                                 return Err(PolicyError::WrongPassword);
                             }
                         }
@@ -336,12 +341,6 @@ pub async fn load_share(store: &dyn Store, id: &str) -> Result<Option<Share>, Po
     Ok(Some(Share { id: id.to_string(), manifest, root }))
 }
 
-fn password_matches(hash: &str, given: Option<&str>, share: &str) -> Result<bool, PolicyError> {
-    let parsed = PasswordHash::new(hash)
-        .map_err(|_| PolicyError::BadManifest(share.to_string(), "password_hash is not an Argon2 PHC string".into()))?;
-    Ok(given.is_some_and(|pw| Argon2::default().verify_password(pw.as_bytes(), &parsed).is_ok()))
-}
-
 /// Compares against every accepted hash in constant time, so timing reveals nothing.
 fn ticket_matches(accepted: &[String], ticket: Option<&str>) -> bool {
     let Some(ticket) = ticket.map(str::trim).filter(|t| !t.is_empty()) else {
@@ -372,15 +371,11 @@ mod tests {
     use super::*;
 
     #[test]
-    fn tickets_and_passwords() {
+    fn tickets() {
         let accepted = vec![sha256_hex("ticket-1")];
         assert!(ticket_matches(&accepted, Some("ticket-1")));
         assert!(!ticket_matches(&accepted, Some("ticket-2")));
         assert!(!ticket_matches(&accepted, None));
-        let hash = hash_password("s3cret");
-        assert!(password_matches(&hash, Some("s3cret"), "x").unwrap());
-        assert!(!password_matches(&hash, Some("nope"), "x").unwrap());
-        assert!(!password_matches(&hash, None, "x").unwrap());
     }
 
     fn key(owner: &str, path: &str) -> FileKey {

@@ -2,11 +2,14 @@
 //!
 //! Who is calling → which file → which version and action → file id → action URL → token.
 
+use std::net::IpAddr;
+
 use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Caller};
 use crate::discovery::DiscoveryError;
+use crate::passwords::PasswordCheck;
 use crate::policy::{Level, PolicyError};
 use crate::state::AppState;
 use crate::store::{ids, Entry, FileMeta, StoreError};
@@ -63,11 +66,13 @@ pub enum SessionError {
     Token(#[from] TokenError),
 }
 
-/// Creates a viewer session. `authorization` and `ticket` are the raw header values.
+/// Creates a viewer session. `authorization` and `ticket` are the raw header values; `client`
+/// is the caller's address (share password attempts are limited per address).
 pub async fn create(
     app: &AppState,
     authorization: Option<&str>,
     ticket: Option<&str>,
+    client: Option<IpAddr>,
     request: SessionRequest,
 ) -> Result<ViewerSession, SessionError> {
     let caller = app.callers.verify(authorization)?;
@@ -75,8 +80,9 @@ pub async fn create(
     let viewer = app.viewers.config(request.viewer_id).ok_or(SessionError::UnknownViewer(request.viewer_id))?;
     let now = app.clock.now();
     let store = app.store.as_ref();
+    let passwords = app.passwords.for_client(client);
 
-    let access = app.policy.open(&caller, &uri, ticket, None, now).await?;
+    let access = app.policy.open(&caller, &uri, ticket, None, now, &passwords).await?;
     if access.rights.level == Level::None {
         return Err(SessionError::NotFound);
     }
@@ -100,7 +106,7 @@ pub async fn create(
     };
 
     let parent = match &request.parent_uri {
-        Some(raw) if !raw.trim().is_empty() => Some(parent_folder(app, &caller, raw, ticket, access.share.as_deref()).await?),
+        Some(raw) if !raw.trim().is_empty() => Some(parent_folder(app, &caller, raw, ticket, access.share.as_deref(), &passwords).await?),
         _ => None,
     };
 
@@ -154,9 +160,10 @@ async fn parent_folder(
     raw: &str,
     ticket: Option<&str>,
     file_share: Option<&str>,
+    passwords: &PasswordCheck<'_>,
 ) -> Result<String, SessionError> {
     let uri = FileUri::parse(raw).map_err(|source| SessionError::Uri { field: "parent_uri", source })?;
-    let access = app.policy.open(caller, &uri, ticket, file_share, app.clock.now()).await?;
+    let access = app.policy.open(caller, &uri, ticket, file_share, app.clock.now(), passwords).await?;
     if access.share.as_deref() != file_share {
         return Err(SessionError::BadParent("must be in the same file system as uri".into()));
     }

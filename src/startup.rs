@@ -8,6 +8,7 @@ use actix_web::dev::Server;
 use actix_web::{web, App, HttpServer};
 use tracing_actix_web::TracingLogger;
 
+use crate::attempts::{AttemptLimiter, MemoryAttempts, RedisAttempts};
 use crate::auth::CallerVerifier;
 use crate::clock::{Clock, SystemClock};
 use crate::locks::store::StoreLocks;
@@ -19,6 +20,7 @@ use crate::store::s3::{self, S3Store};
 use crate::discovery::Viewers;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::passwords::PasswordChecker;
 use crate::http::{self, RequestSpan};
 use crate::state::AppState;
 use crate::store::local::LocalStore;
@@ -27,9 +29,23 @@ use crate::token::{dev_key, TokenKeys};
 
 /// Opens the configured store and lock backends (the tests run their contract suites on what
 /// this returns).
+pub async fn open_backends(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
+    let backends = open_all_backends(config).await?;
+    Ok((backends.store, backends.locks))
+}
+
+/// Everything the app keeps outside its own process (or in it, on one replica).
+pub struct Backends {
+    pub store: Arc<dyn Store>,
+    pub locks: Arc<dyn LockStore>,
+    /// Share-password attempt counters: in Redis with the locks, else in memory.
+    pub attempts: Arc<dyn AttemptLimiter>,
+}
+
+/// The store, the locks and the attempt counters, sharing one Redis connection when there is one.
 /// The data directory is touched only by the local store (and a development key): on S3 with a
 /// configured key the container's root file system can be read-only.
-pub async fn open_backends(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn LockStore>), StartError> {
+pub async fn open_all_backends(config: &Config) -> Result<Backends, StartError> {
     let timeout = Duration::from_secs(config.backend_timeout_secs);
     let redis = match &config.locks {
         LockConfig::Redis { url } => Some(redis::connect(url.expose(), timeout).await.map_err(|e| {
@@ -62,11 +78,16 @@ pub async fn open_backends(config: &Config) -> Result<(Arc<dyn Store>, Arc<dyn L
             Arc::new(S3Store::new(client, s3, mutex, config.keep_versions, timeout))
         }
     };
+    let limit = config.share_passwords.attempts_per_minute;
+    let attempts: Arc<dyn AttemptLimiter> = match &redis {
+        Some(conn) => Arc::new(RedisAttempts::new(conn.clone(), limit, timeout)),
+        None => Arc::new(MemoryAttempts::new(limit, MemoryAttempts::MAX_KEYS)),
+    };
     let locks: Arc<dyn LockStore> = match redis {
         Some(conn) => Arc::new(RedisLocks::new(conn, timeout)),
         None => Arc::new(StoreLocks::new(store.clone())),
     };
-    Ok((store, locks))
+    Ok(Backends { store, locks, attempts })
 }
 
 fn data_dir_error(config: &Config, e: std::io::Error) -> ConfigError {
@@ -120,13 +141,15 @@ impl Application {
         let metrics = Arc::new(Metrics::new());
         let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
         viewers.spawn_refresher();
-        let (store, locks) = open_backends(&config).await?;
+        let Backends { store, locks, attempts } = open_all_backends(&config).await?;
+        let passwords = PasswordChecker::new(config.share_passwords.concurrent_checks, attempts, metrics.clone());
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;
         let port = listener.local_addr()?.port();
         let policy = Policy::new(store.clone(), Duration::from_secs(config.share_cache_secs));
-        let state = web::Data::new(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics });
+        let state =
+            web::Data::new(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics, passwords });
         let grace = state.config.shutdown_grace_secs;
         let server = HttpServer::new(move || {
             App::new()

@@ -9,6 +9,7 @@ use crate::discovery::Viewers;
 use crate::locks::LockStore;
 use crate::metrics::Metrics;
 use crate::policy::Policy;
+use crate::passwords::PasswordChecker;
 use crate::store::Store;
 use crate::token::TokenKeys;
 
@@ -24,5 +25,6 @@ pub struct AppState {
     pub callers: CallerVerifier,
     pub viewers: Arc<Viewers>,
     pub metrics: Arc<Metrics>,
+    pub passwords: PasswordChecker,
 }
 

@@ -1,11 +1,12 @@
-//! Cloudreve-style API (`/api/v4/...`): every answer is HTTP 200 with the envelope
-//! `{"code", "data", "msg"}`; failures carry a non-zero code and a `correlation_id` that is also
-//! the `request_id` of the request's log line.
+//! Cloudreve-style API (`/api/v4/...`): every answer carries the envelope `{"code", "data",
+//! "msg"}`, with HTTP 200 except 429 for too many wrong share passwords (so proxies and clients
+//! that honour `Retry-After` back off); failures carry a non-zero code and a `correlation_id`
+//! that is also the `request_id` of the request's log line.
 
 use std::collections::BTreeMap;
 use std::fmt;
 
-use actix_web::http::StatusCode;
+use actix_web::http::{header, StatusCode};
 use actix_web::web::{self, Bytes};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
 use serde::Serialize;
@@ -13,8 +14,10 @@ use serde_json::json;
 use tracing_actix_web::RequestId;
 
 use crate::auth::AuthError;
+use crate::http::client::client_address;
 use crate::http::note;
 use crate::discovery::DiscoveryError;
+use crate::passwords::{retry_after_secs, PasswordError};
 use crate::policy::PolicyError;
 use crate::session::{self, SessionError, SessionRequest};
 use crate::state::AppState;
@@ -30,6 +33,8 @@ pub mod code {
     pub const OWNER_ONLY: u32 = 40082;
     pub const PURCHASE_REQUIRED: u32 = 40083;
     pub const ANONYMOUS_DENIED: u32 = 40088;
+    /// Not in Cloudreve's list: its short codes mirror HTTP statuses (401, 403, 404), so 429.
+    pub const TOO_MANY_ATTEMPTS: u32 = 429;
     pub const STORE_FAILURE: u32 = 50004;
     pub const VIEWER_FAILURE: u32 = 50005;
 }
@@ -40,6 +45,8 @@ pub struct ApiError {
     code: u32,
     msg: String,
     correlation_id: String,
+    /// Seconds for `Retry-After`: set only on 429.
+    retry_after: Option<u64>,
 }
 
 impl fmt::Display for ApiError {
@@ -51,7 +58,7 @@ impl fmt::Display for ApiError {
 impl ApiError {
     fn new(code: u32, msg: impl Into<String>, req: &HttpRequest) -> Self {
         let request_id = req.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
-        let error = ApiError { code, msg: msg.into(), correlation_id: request_id };
+        let error = ApiError { code, msg: msg.into(), correlation_id: request_id, retry_after: None };
         note(req, |log| log.code = Some(code));
         if code >= 50000 {
             tracing::error!(code, msg = %error.msg, "request failed");
@@ -76,7 +83,8 @@ impl ApiError {
                 PolicyError::WrongPassword => code::WRONG_SHARE_PASSWORD,
                 PolicyError::AnonymousDenied => code::ANONYMOUS_DENIED,
                 PolicyError::PurchaseRequired => code::PURCHASE_REQUIRED,
-                PolicyError::BadManifest(..) | PolicyError::Store(_) => code::STORE_FAILURE,
+                PolicyError::Password(PasswordError::TooManyAttempts(_)) => code::TOO_MANY_ATTEMPTS,
+                PolicyError::BadManifest(..) | PolicyError::Store(_) | PolicyError::Password(_) => code::STORE_FAILURE,
             },
             E::NotFound | E::IsFolder => code::PATH_NOT_FOUND,
             E::NoSuchVersion(_) => code::VERSION_NOT_FOUND,
@@ -88,23 +96,38 @@ impl ApiError {
         // Internal failures keep their detail in the log, not in the answer.
         let msg = match &error {
             E::Store(_) | E::Policy(PolicyError::Store(_)) => "the file store failed; try again later".to_string(),
+            E::Policy(PolicyError::Password(PasswordError::Counters(_) | PasswordError::Aborted)) => {
+                "the share password could not be checked; try again later".to_string()
+            }
             E::Token(_) => "could not issue an access token".to_string(),
             other => other.to_string(),
         };
         if msg != error.to_string() {
             tracing::error!(detail = %error, "internal failure");
         }
-        ApiError::new(code, msg, req)
+        let retry_after = match &error {
+            E::Policy(PolicyError::Password(PasswordError::TooManyAttempts(wait))) => Some(retry_after_secs(*wait)),
+            _ => None,
+        };
+        ApiError { retry_after, ..ApiError::new(code, msg, req) }
     }
 }
 
 impl ResponseError for ApiError {
     fn status_code(&self) -> StatusCode {
-        StatusCode::OK
+        if self.retry_after.is_some() {
+            StatusCode::TOO_MANY_REQUESTS
+        } else {
+            StatusCode::OK
+        }
     }
 
     fn error_response(&self) -> HttpResponse {
-        HttpResponse::Ok().json(json!({
+        let mut response = HttpResponse::build(self.status_code());
+        if let Some(secs) = self.retry_after {
+            response.insert_header((header::RETRY_AFTER, secs));
+        }
+        response.json(json!({
             "code": self.code,
             "data": null,
             "msg": self.msg,
@@ -132,7 +155,8 @@ pub async fn viewer_session(
     })?;
     let authorization = header(&req, "authorization");
     let ticket = header(&req, "x-cr-purchase-ticket");
-    let session = session::create(&state, authorization, ticket, request)
+    let client = client_address(&req, &state.config.trusted_proxies);
+    let session = session::create(&state, authorization, ticket, client, request)
         .await
         .map_err(|e| ApiError::from_session(e, &req))?;
     note(&req, |log| log.session_id = Some(session.id.to_string()));

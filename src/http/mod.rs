@@ -1,6 +1,7 @@
 //! actix-web wiring: routes of every surface, and the one log line per request.
 
 pub mod api;
+pub mod client;
 pub mod health;
 pub mod wopi;
 

@@ -73,7 +73,7 @@ impl RedisLocks {
     }
 }
 
-fn timed_out() -> StoreError {
+pub fn timed_out() -> StoreError {
     StoreError::Io(std::io::Error::new(std::io::ErrorKind::TimedOut, "redis did not answer in time"))
 }
 

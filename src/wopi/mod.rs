@@ -874,7 +874,8 @@ pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Op
         };
         // Passwords are not taken here: only the token's own share, or shares without one.
         let uri = FileUri { fs: without_password(uri.fs), path: uri.path };
-        let access = app.policy.open(&caller, &uri, None, claims.shr.as_deref(), now).await.map_err(policy_error)?;
+        let passwords = app.passwords.for_client(None);
+        let access = app.policy.open(&caller, &uri, None, claims.shr.as_deref(), now, &passwords).await.map_err(policy_error)?;
         let id = ids::file_id(store, &access.key).await?;
         (id, access.key, access.share, access.rights)
     } else {

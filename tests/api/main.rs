@@ -6,6 +6,7 @@ mod ops;
 mod permissions;
 mod process;
 mod proof;
+mod share_passwords;
 mod tokens;
 mod viewer_session;
 mod wopi;

@@ -1,6 +1,7 @@
 //! The store and lock backends against real servers: the same contract suites on every
 //! backend, then many replicas, then faults.
 
+mod attempts;
 mod cluster;
 mod collabora;
 mod conformance;
