@@ -393,3 +393,22 @@ async fn user_info_unknown_overrides_and_logs() {
     let r = app.client.post(app.file_url(&s.fid, "", "bad")).header("X-WOPI-Override", "NOT_A_THING").send().await.unwrap();
     assert_eq!(r.status(), 401);
 }
+
+#[tokio::test]
+async fn small_files_do_not_stall_on_a_keep_alive_connection() {
+    // Nagle's algorithm meeting delayed ACKs cost 40 ms per small GetFile (about 900 ms for 20).
+    let app = spawn_app().await;
+    app.put_file("u1", "small.docx", &vec![7u8; 4096]);
+    let s = app.session_for("u1", "cloudreve://my/small.docx", "view").await;
+    let client = reqwest::Client::builder().pool_max_idle_per_host(1).build().unwrap();
+    let url = app.file_url(&s.fid, "/contents", &s.token);
+    assert_eq!(client.get(&url).send().await.unwrap().bytes().await.unwrap().len(), 4096);
+    let started = std::time::Instant::now();
+    for _ in 0..20 {
+        let body = client.get(&url).send().await.unwrap().bytes().await.unwrap();
+        assert_eq!(body.len(), 4096);
+    }
+    let took = started.elapsed();
+    eprintln!("20 sequential 4 KiB GetFiles on one connection: {took:?}");
+    assert!(took < std::time::Duration::from_millis(200), "took {took:?}");
+}
