@@ -145,15 +145,7 @@ async fn get_file_wopi_src_mints_for_the_same_user_only() {
     let other = app.session_for("u1", "cloudreve://my/other.xlsx", "view").await;
     let ask = |native: String, token: String| {
         let app = &app;
-        async move {
-            app.client
-                .post(format!("{}/wopi/ecosystem?access_token={token}", app.address))
-                .header("X-WOPI-Override", "GET_WOPI_SRC_WITH_ACCESS_TOKEN")
-                .header("X-WOPI-HostNativeFileName", native)
-                .send()
-                .await
-                .unwrap()
-        }
+        async move { app.wopi_src(&token, &native).await }
     };
 
     // A cloudreve:// URI of the caller's own file.
