@@ -112,6 +112,9 @@ fn default_backend_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     30
 }
+fn default_stale_upload() -> u64 {
+    3600
+}
 fn default_log_format() -> String {
     "json".into()
 }
@@ -182,6 +185,8 @@ struct RawConfig {
     backend_timeout_secs: u64,
     #[serde(default = "default_shutdown_grace")]
     shutdown_grace_secs: u64,
+    #[serde(default = "default_stale_upload")]
+    stale_upload_secs: u64,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -330,6 +335,9 @@ pub struct Config {
     pub backend_timeout_secs: u64,
     /// On SIGTERM: stop accepting, give in-flight requests this long to finish, exit 0.
     pub shutdown_grace_secs: u64,
+    /// Staged uploads untouched for this long are left over from a crash: swept at start-up
+    /// and hourly.
+    pub stale_upload_secs: u64,
 }
 
 impl Config {
@@ -419,6 +427,9 @@ impl Config {
         if raw.backend_timeout_secs == 0 || raw.backend_timeout_secs > 300 {
             return Err(ConfigError::new("WOPIGATE_BACKEND_TIMEOUT_SECS", "must be between 1 and 300"));
         }
+        if raw.stale_upload_secs == 0 {
+            return Err(ConfigError::new("WOPIGATE_STALE_UPLOAD_SECS", "must be at least 1"));
+        }
         Ok(Config {
             bind,
             public_url,
@@ -441,6 +452,7 @@ impl Config {
             locks,
             backend_timeout_secs: raw.backend_timeout_secs,
             shutdown_grace_secs: raw.shutdown_grace_secs,
+            stale_upload_secs: raw.stale_upload_secs,
         })
     }
 }
@@ -707,6 +719,8 @@ mod tests {
             ("WOPIGATE_EDIT_MAX_SIZE", "-1"),
             ("WOPIGATE_STORE", "ftp"),
             ("WOPIGATE_LOCKS", "zookeeper"),
+            ("WOPIGATE_STALE_UPLOAD_SECS", "0"),
+            ("WOPIGATE_STALE_UPLOAD_SECS", "an hour"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();

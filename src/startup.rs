@@ -120,6 +120,8 @@ impl Application {
         let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
         viewers.spawn_refresher();
         let (store, locks) = open_backends(&config).await?;
+        // What crashed uploads left behind, now and hourly (idempotent across replicas).
+        tokio::spawn(crate::store::sweep_stale_uploads_forever(store.clone(), Duration::from_secs(config.stale_upload_secs)));
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;

@@ -426,3 +426,52 @@ async fn uri_userinfo_never_reaches_answers_or_logs() {
         panic!("a log line repeats the share password or id: {line}");
     }
 }
+
+/// A kill -9 mid-upload leaves the partial upload in `.wopigate/tmp`; the next start sweeps it
+/// once it is older than `WOPIGATE_STALE_UPLOAD_SECS`, and leaves a fresh one alone.
+#[tokio::test]
+async fn uploads_left_by_a_crash_are_swept_at_start_up() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = base_env(port, dir.path(), &[("WOPIGATE_STALE_UPLOAD_SECS", "600")]);
+    let (mut child, token, fid) = serve_empty_document(port, dir.path(), &env).await;
+
+    // Half an upload is in, then the process dies without any clean-up.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = "HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\nContent-Length: 2097152\r\n\r\n";
+    write!(stream, "POST /wopi/files/{fid}/contents?access_token={token} {head}").unwrap();
+    stream.write_all(&vec![b'z'; 1024 * 1024]).unwrap();
+    stream.flush().unwrap();
+    let tmp = dir.path().join(".wopigate/tmp");
+    let staged = || -> Vec<std::path::PathBuf> { std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !staged().iter().any(|p| std::fs::metadata(p).unwrap().len() > 0) {
+        assert!(Instant::now() < deadline, "the upload never reached the temp file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stream);
+    let left = staged();
+    assert_eq!(left.len(), 1, "the partial upload is left behind: {left:?}");
+
+    // As if the crash was half an hour ago (older than the 10 minutes configured, younger than
+    // the default hour); and an upload of another replica still in progress.
+    let crashed = &left[0];
+    let half_hour_ago = std::time::SystemTime::now() - Duration::from_secs(1800);
+    std::fs::File::options().write(true).open(crashed).unwrap().set_modified(half_hour_ago).unwrap();
+    let fresh = tmp.join("0123456789abcdef0123456789abcdef");
+    std::fs::write(&fresh, b"in progress").unwrap();
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crashed.exists() {
+        assert!(Instant::now() < deadline, "the stale upload was not swept at start-up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fresh.exists(), "a fresh upload stays");
+    let stderr = stop(child);
+    assert!(stderr.contains("removed stale uploads"), "{stderr}");
+    assert_eq!(std::fs::read(dir.path().join("u1/a.docx")).unwrap(), b"", "the file never saw the partial upload");
+}

@@ -5,7 +5,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
@@ -113,16 +112,7 @@ impl Cluster {
 
     /// Puts a user file straight into the bucket, as the platform would.
     pub async fn seed(&self, owner: &str, path: &str, content: &[u8]) {
-        let store = AmazonS3Builder::new()
-            .with_endpoint(self.garage.endpoint())
-            .with_region("garage")
-            .with_bucket_name(&self.garage.bucket)
-            .with_access_key_id(&self.garage.key_id)
-            .with_secret_access_key(&self.garage.secret)
-            .with_allow_http(true)
-            .with_disable_tagging(true)
-            .build()
-            .unwrap();
+        let store = self.garage.client();
         let key = ObjectPath::from(format!("{}/{owner}/{path}", self.prefix));
         store.put(&key, PutPayload::from(content.to_vec())).await.unwrap();
     }
