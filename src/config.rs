@@ -113,6 +113,9 @@ fn default_backend_timeout() -> u64 {
 fn default_shutdown_grace() -> u64 {
     30
 }
+fn default_stale_upload() -> u64 {
+    3600
+}
 fn default_log_format() -> String {
     "json".into()
 }
@@ -196,6 +199,8 @@ struct RawConfig {
     share_password_checks: Option<usize>,
     #[serde(default)]
     trusted_proxies: String,
+    #[serde(default = "default_stale_upload")]
+    stale_upload_secs: u64,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -344,6 +349,9 @@ pub struct Config {
     pub backend_timeout_secs: u64,
     /// On SIGTERM: stop accepting, give in-flight requests this long to finish, exit 0.
     pub shutdown_grace_secs: u64,
+    /// Staged uploads untouched for this long are left over from a crash: swept at start-up
+    /// and hourly.
+    pub stale_upload_secs: u64,
     /// How long a share manifest read for GetFile may be reused (writes, CheckFileInfo and new
     /// tokens always read it afresh).
     pub share_cache_secs: u64,
@@ -460,6 +468,9 @@ impl Config {
             None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         let trusted_proxies = trusted_proxies(&raw.trusted_proxies)?;
+        if raw.stale_upload_secs == 0 {
+            return Err(ConfigError::new("WOPIGATE_STALE_UPLOAD_SECS", "must be at least 1"));
+        }
         Ok(Config {
             bind,
             public_url,
@@ -485,6 +496,7 @@ impl Config {
             share_cache_secs: raw.share_cache_secs,
             share_passwords: SharePasswordConfig { attempts_per_minute: raw.share_password_attempts, concurrent_checks },
             trusted_proxies,
+            stale_upload_secs: raw.stale_upload_secs,
         })
     }
 }
@@ -771,6 +783,8 @@ mod tests {
             ("WOPIGATE_SHARE_PASSWORD_CHECKS", "-2"),
             ("WOPIGATE_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("WOPIGATE_TRUSTED_PROXIES", "127.0.0.1, proxy.local"),
+            ("WOPIGATE_STALE_UPLOAD_SECS", "0"),
+            ("WOPIGATE_STALE_UPLOAD_SECS", "an hour"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();

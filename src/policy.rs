@@ -65,7 +65,7 @@ pub struct ShareManifest {
 pub enum PolicyError {
     #[error("login required: opening your own files needs a caller token")]
     LoginRequired,
-    #[error("only the owner may open files under cloudreve://{0}@my/")]
+    #[error("only the owner may open files under cloudreve://<user id>@my/")]
     OwnerOnly(String),
     #[error("share not found or expired")]
     ShareNotFound,
@@ -75,7 +75,7 @@ pub enum PolicyError {
     AnonymousDenied,
     #[error("this share must be purchased: send a valid X-Cr-Purchase-Ticket")]
     PurchaseRequired,
-    #[error("share manifest '{0}' is invalid: {1}")]
+    #[error("a share manifest is invalid: {1}")]
     BadManifest(String, String),
     #[error(transparent)]
     Password(#[from] PasswordError),

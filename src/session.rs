@@ -54,7 +54,7 @@ pub enum SessionError {
     IsFolder,
     #[error("uri: the file name has no extension, so no viewer action can be chosen")]
     NoExtension,
-    #[error("version: '{0}' does not exist for this file")]
+    #[error("version: no such version of this file")]
     NoSuchVersion(String),
     #[error("parent_uri: {0}")]
     BadParent(String),

@@ -143,6 +143,8 @@ impl Application {
         viewers.spawn_refresher();
         let Backends { store, locks, attempts } = open_all_backends(&config).await?;
         let passwords = PasswordChecker::new(config.share_passwords.concurrent_checks, attempts, metrics.clone());
+        // What crashed uploads left behind, now and hourly (idempotent across replicas).
+        tokio::spawn(crate::store::sweep_stale_uploads_forever(store.clone(), Duration::from_secs(config.stale_upload_secs)));
 
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;

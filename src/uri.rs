@@ -19,6 +19,9 @@ const SEGMENT: &AsciiSet = &CONTROLS
     .add(b'`').add(b'{').add(b'}').add(b'^').add(b'[').add(b']').add(b'|').add(b'@').add(b':')
     .add(b'+').add(b'&').add(b'=').add(b';');
 
+/// Why a URI was refused. No variant carries text of the URI: its authority may hold a share
+/// id and password (`cloudreve://PWsec:<password>/…`, the `@share` forgotten), and these
+/// messages reach answers and log lines.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum UriError {
     #[error("uri must start with cloudreve://")]
@@ -28,13 +31,15 @@ pub enum UriError {
     #[error("uri has no file system (expected cloudreve://my/… or cloudreve://<share id>@share/…)")]
     NoFileSystem,
     #[error("file system '{0}' cannot be opened in a viewer (only 'my' and 'share' can)")]
-    UnsupportedFileSystem(String),
-    #[error("unknown file system '{0}'")]
-    UnknownFileSystem(String),
+    UnsupportedFileSystem(&'static str),
+    #[error("unknown file system (expected cloudreve://my/… or cloudreve://<share id>[:<password>]@share/…)")]
+    UnknownFileSystem,
     #[error("uri must not carry a query or fragment when naming a file")]
     Query,
-    #[error("{0}")]
-    BadId(String),
+    #[error("share uri needs the share id: cloudreve://<share id>[:<password>]@share/…")]
+    NoShareId,
+    #[error("{0} must be 1-128 characters of A-Z a-z 0-9 - _")]
+    BadId(&'static str),
     #[error("path has an invalid percent-escape")]
     BadEscape,
     #[error("path is not valid UTF-8 once decoded")]
@@ -45,8 +50,8 @@ pub enum UriError {
     Traversal,
     #[error("path must not contain NUL, control characters or backslashes")]
     ForbiddenCharacter,
-    #[error("path segment '{0}…' is longer than 255 bytes")]
-    SegmentTooLong(String),
+    #[error("a path segment is longer than {MAX_SEGMENT_BYTES} bytes")]
+    SegmentTooLong,
     #[error("path is longer than 4096 bytes or deeper than 64 folders")]
     PathTooLong,
 }
@@ -149,8 +154,7 @@ fn check_segment(segment: &str) -> Result<(), UriError> {
         return Err(UriError::ForbiddenCharacter);
     }
     if segment.len() > MAX_SEGMENT_BYTES {
-        let prefix: String = segment.chars().take(16).collect();
-        return Err(UriError::SegmentTooLong(prefix));
+        return Err(UriError::SegmentTooLong);
     }
     Ok(())
 }
@@ -203,19 +207,18 @@ impl FileUri {
                 FileSystem::My { owner }
             }
             "share" => {
-                let userinfo = userinfo.ok_or_else(|| {
-                    UriError::BadId("share uri needs the share id: cloudreve://<share id>[:<password>]@share/…".into())
-                })?;
+                let userinfo = userinfo.ok_or(UriError::NoShareId)?;
                 let (id, password) = match userinfo.split_once(':') {
                     Some((id, pw)) => (id, Some(decode(pw)?)),
                     None => (userinfo, None),
                 };
                 FileSystem::Share { id: parse_id(id, "share id")?, password: password.filter(|p| !p.is_empty()) }
             }
-            "trash" | "shared_with_me" | "shared_by_me" => {
-                return Err(UriError::UnsupportedFileSystem(fs_name.to_string()))
-            }
-            _ => return Err(UriError::UnknownFileSystem(fs_name.chars().take(32).collect())),
+            "trash" => return Err(UriError::UnsupportedFileSystem("trash")),
+            "shared_with_me" => return Err(UriError::UnsupportedFileSystem("shared_with_me")),
+            "shared_by_me" => return Err(UriError::UnsupportedFileSystem("shared_by_me")),
+            // Without '@' the whole authority lands here, share id and password included.
+            _ => return Err(UriError::UnknownFileSystem),
         };
         Ok(FileUri { fs, path: parse_path(path)? })
     }
@@ -248,12 +251,12 @@ fn parse_path(raw: &str) -> Result<RelPath, UriError> {
 }
 
 /// User and share ids name directories and appear in WOPI `UserId`: keep them to a safe alphabet.
-pub fn parse_id(raw: &str, what: &str) -> Result<String, UriError> {
+pub fn parse_id(raw: &str, what: &'static str) -> Result<String, UriError> {
     let id = decode(raw)?;
     if is_valid_id(&id) {
         Ok(id)
     } else {
-        Err(UriError::BadId(format!("{what} must be 1-128 characters of A-Z a-z 0-9 - _")))
+        Err(UriError::BadId(what))
     }
 }
 
@@ -309,9 +312,10 @@ mod tests {
             ("cloudreve://my/a//b", UriError::EmptySegment),
             ("cloudreve://my/a%zz", UriError::BadEscape),
             ("cloudreve://my/a%ff", UriError::NotUtf8),
-            ("cloudreve://trash/x", UriError::UnsupportedFileSystem("trash".into())),
-            ("cloudreve://shared_with_me/x", UriError::UnsupportedFileSystem("shared_with_me".into())),
-            ("cloudreve://nope/x", UriError::UnknownFileSystem("nope".into())),
+            ("cloudreve://trash/x", UriError::UnsupportedFileSystem("trash")),
+            ("cloudreve://shared_with_me/x", UriError::UnsupportedFileSystem("shared_with_me")),
+            ("cloudreve://nope/x", UriError::UnknownFileSystem),
+            ("cloudreve://share/x", UriError::NoShareId),
             ("http://my/x", UriError::Scheme),
             ("cloudreve://my/x?name=1", UriError::Query),
         ];
@@ -319,10 +323,36 @@ mod tests {
             assert_eq!(FileUri::parse(input).unwrap_err(), expected, "{input}");
         }
         let long = format!("cloudreve://my/{}", "a".repeat(256));
-        assert!(matches!(FileUri::parse(&long), Err(UriError::SegmentTooLong(_))));
+        assert_eq!(FileUri::parse(&long).unwrap_err(), UriError::SegmentTooLong);
         let deep = format!("cloudreve://my/{}", vec!["ab"; 2000].join("/"));
         assert_eq!(FileUri::parse(&deep).unwrap_err(), UriError::PathTooLong);
         assert!(matches!(FileUri::parse("cloudreve://a.b@my/x"), Err(UriError::BadId(_))));
+    }
+
+    #[test]
+    fn errors_never_carry_the_authority() {
+        let secret = "Pw-9f3e7c";
+        let long = "a".repeat(300);
+        let shapes = [
+            format!("cloudreve://PWsec:{secret}"),
+            format!("cloudreve://PWsec:{secret}/x.docx"),
+            format!("cloudreve://{secret}/x.docx"),
+            format!("cloudreve://PWsec:{secret}@nope/x"),
+            format!("cloudreve://PWsec:{secret}@my/x"),
+            format!("cloudreve://PWsec:{secret}@/x"),
+            format!("cloudreve://PWsec:{secret}%zz@share/"),
+            format!("cloudreve://PWsec:{secret}%ff@share/"),
+            format!("cloudreve://PWsec:{secret}@share/../x"),
+            format!("cloudreve://PWsec:{secret}@share/x?a=1"),
+            format!("cloudreve://my/sh:{secret}{long}@share/x"),
+            format!("cloudreve://PWsec:{secret}{}@share/", "a".repeat(MAX_URI_BYTES)),
+            format!("http://PWsec:{secret}@share/"),
+        ];
+        for shape in shapes {
+            let err = FileUri::parse(&shape).unwrap_err();
+            assert!(!err.to_string().contains(secret) && !format!("{err:?}").contains(secret), "{shape}: {err}");
+            assert!(!err.to_string().contains("PWsec"), "{shape}: {err}");
+        }
     }
 
     #[test]

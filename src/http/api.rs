@@ -7,15 +7,16 @@ use std::collections::BTreeMap;
 use std::fmt;
 
 use actix_web::http::{header, StatusCode};
-use actix_web::web::{self, Bytes};
+use actix_web::{mime, web};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, ResponseError};
+use serde::de::DeserializeOwned;
 use serde::Serialize;
 use serde_json::json;
 use tracing_actix_web::RequestId;
 
 use crate::auth::AuthError;
 use crate::http::client::client_address;
-use crate::http::note;
+use crate::http::{note, read_limited, BodyError};
 use crate::discovery::DiscoveryError;
 use crate::passwords::{retry_after_secs, PasswordError};
 use crate::policy::PolicyError;
@@ -95,7 +96,9 @@ impl ApiError {
         };
         // Internal failures keep their detail in the log, not in the answer.
         let msg = match &error {
-            E::Store(_) | E::Policy(PolicyError::Store(_)) => "the file store failed; try again later".to_string(),
+            E::Store(_) | E::Policy(PolicyError::Store(_) | PolicyError::BadManifest(..)) => {
+                "the file store failed; try again later".to_string()
+            }
             E::Policy(PolicyError::Password(PasswordError::Counters(_) | PasswordError::Aborted)) => {
                 "the share password could not be checked; try again later".to_string()
             }
@@ -144,15 +147,17 @@ fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
     req.headers().get(name).and_then(|v| v.to_str().ok())
 }
 
+/// The largest request body of this API: a viewer session request with two URIs of the
+/// longest kind fits many times over.
+pub const MAX_BODY_BYTES: usize = 64 * 1024;
+
 /// `PUT /api/v4/file/viewerSession`
 pub async fn viewer_session(
     req: HttpRequest,
-    body: Bytes,
+    body: web::Payload,
     state: web::Data<AppState>,
 ) -> Result<HttpResponse, ApiError> {
-    let request: SessionRequest = serde_json::from_slice(&body).map_err(|e| {
-        ApiError::new(code::INVALID_PARAMETERS, format!("invalid request body: {}", body_error(&e)), &req)
-    })?;
+    let request: SessionRequest = json_body(&req, body).await?;
     let authorization = header(&req, "authorization");
     let ticket = header(&req, "x-cr-purchase-ticket");
     let client = client_address(&req, &state.config.trusted_proxies);
@@ -171,14 +176,46 @@ pub async fn viewer_session(
     })))
 }
 
-/// serde's messages name the field (`missing field \`uri\``, `unknown variant \`x\`, expected
-/// \`view\` or \`edit\``); drop the line/column noise for a one-line JSON body.
+/// Reads and parses a JSON request body; every way it can fail answers in the envelope (an
+/// absent `Content-Type` is taken as JSON, as callers have always sent it).
+async fn json_body<T: DeserializeOwned>(req: &HttpRequest, body: web::Payload) -> Result<T, ApiError> {
+    let invalid = |msg: String| ApiError::new(code::INVALID_PARAMETERS, msg, req);
+    let json = match req.mime_type() {
+        Ok(None) => true,
+        Ok(Some(m)) => m.subtype() == mime::JSON || m.suffix() == Some(mime::JSON),
+        Err(_) => false,
+    };
+    if !json {
+        return Err(invalid("Content-Type must be application/json".into()));
+    }
+    let bytes = read_limited(req, body, MAX_BODY_BYTES).await.map_err(|e| match e {
+        BodyError::TooLarge(limit) => invalid(format!("request body is larger than the limit of {limit} bytes")),
+        BodyError::Interrupted => invalid("the request body did not arrive whole".into()),
+    })?;
+    serde_json::from_slice(&bytes).map_err(|e| invalid(format!("invalid request body: {}", body_error(&e))))
+}
+
+/// serde's message without the line/column noise of a one-line body. Its syntax errors are
+/// fixed texts; its data errors also quote the caller's own values (``unknown variant `…` ``,
+/// `invalid type: string "…"`), which may be anything, a share password included: those keep
+/// only what they say about the schema (the kind of error and what was expected).
 fn body_error(e: &serde_json::Error) -> String {
     let text = e.to_string();
-    match text.rfind(" at line ") {
-        Some(i) => text[..i].to_string(),
-        None => text,
+    let text = text.rfind(" at line ").map_or(text.as_str(), |i| &text[..i]);
+    // Missing and duplicate fields are reported for the schema's own field names only.
+    let names_a_field = text.starts_with("missing field") || text.starts_with("duplicate field");
+    if e.classify() != serde_json::error::Category::Data || names_a_field {
+        return text.to_string();
     }
+    let kind = text.split([':', '`', '"', ',']).next().unwrap_or_default().trim();
+    // The schema's part comes last: a caller's value containing ", expected " comes before it.
+    let expected = text.rfind(", expected ").map_or("", |i| &text[i..]);
+    format!("{kind}{expected}")
+}
+
+/// Any other path or method under `/api/v4`: still the envelope, never a bare status.
+pub async fn unknown_endpoint(req: HttpRequest) -> Result<HttpResponse, ApiError> {
+    Err(ApiError::new(code::NOT_FOUND, "no such API endpoint (or not with this method)", &req))
 }
 
 /// `GET /api/v4/site/config/explorer`: the configured viewers in Cloudreve's `file_viewers` shape.

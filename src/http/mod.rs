@@ -8,6 +8,7 @@ pub mod wopi;
 use actix_web::body::MessageBody;
 use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::{web, HttpMessage};
+use futures_util::StreamExt;
 use std::time::Instant;
 
 use tracing::Span;
@@ -17,7 +18,8 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
         web::scope("/api/v4")
             .route("/file/viewerSession", web::put().to(api::viewer_session))
-            .route("/site/config/explorer", web::get().to(api::explorer_config)),
+            .route("/site/config/explorer", web::get().to(api::explorer_config))
+            .default_service(web::to(api::unknown_endpoint)),
     )
     .configure(wopi::routes)
     .route("/metrics", web::get().to(crate::metrics::endpoint))
@@ -48,6 +50,31 @@ pub fn note(req: &actix_web::HttpRequest, f: impl FnOnce(&mut RequestLog)) {
     if let Some(log) = extensions.get_mut::<RequestLog>() {
         f(log);
     }
+}
+
+/// Why a small request body could not be read whole.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyError {
+    TooLarge(usize),
+    Interrupted,
+}
+
+/// Reads a small body into memory, refusing more than `limit` bytes (at once when the
+/// `Content-Length` says so, before anything is read).
+pub async fn read_limited(req: &actix_web::HttpRequest, mut body: web::Payload, limit: usize) -> Result<Vec<u8>, BodyError> {
+    let declared = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|n| n > limit as u64) {
+        return Err(BodyError::TooLarge(limit));
+    }
+    let mut out = Vec::new();
+    while let Some(chunk) = body.next().await {
+        let chunk = chunk.map_err(|_| BodyError::Interrupted)?;
+        if out.len() + chunk.len() > limit {
+            return Err(BodyError::TooLarge(limit));
+        }
+        out.extend_from_slice(&chunk);
+    }
+    Ok(out)
 }
 
 #[derive(Clone, Copy)]

@@ -5,11 +5,10 @@ use actix_web::http::header::{self, HeaderValue};
 use actix_web::http::StatusCode;
 use actix_web::web::{self, Payload};
 use actix_web::{HttpMessage, HttpRequest, HttpResponse, HttpResponseBuilder, ResponseError};
-use futures_util::StreamExt;
 use serde_json::json;
 
 use crate::locks::{LockOp, LockOutcome};
-use crate::http::note;
+use crate::http::{note, read_limited, BodyError};
 use crate::metrics::WopiOp;
 use crate::policy::Freshness;
 use crate::proof::ProofHeaders;
@@ -150,7 +149,8 @@ async fn put_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<Stri
     let override_ = header(&req, "x-wopi-override").unwrap_or_default();
     if !override_.eq_ignore_ascii_case("PUT") {
         record(&req, "Unknown", Some(&id));
-        return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /contents")));
+        // The caller's value is not repeated: headers are theirs and may hold anything.
+        return Err(WopiError::NotImplemented("an X-WOPI-Override other than PUT on /contents".into()));
     }
     record(&req, "PutFile", Some(&id));
     let cool = CoolHeaders::parse(&req);
@@ -221,19 +221,14 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
                 overwrite: header(&req, "x-wopi-overwriterelativetarget"),
                 size: header(&req, "x-wopi-size"),
             };
-            // Collabora takes this LastModifiedTime as the time of the document it saved from,
-            // and echoes it on that document's next PutFile: the source's, which Save As leaves.
-            let source_time = wopi::last_modified_time(&app, &session).await?;
             let created = wopi::put_relative(&app, &session, request, body).await?;
-            let mut answer = serde_json::to_value(created).unwrap_or_default();
-            answer["LastModifiedTime"] = json!(source_time);
-            Ok(json_ok(answer))
+            Ok(json_ok(serde_json::to_value(created).unwrap_or_default()))
         }
         "RENAME_FILE" => {
             record(&req, "RenameFile", Some(&id));
             let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
-            let name = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
-            Ok(json_ok(json!({"Name": name, "LastModifiedTime": wopi::last_modified_time(&app, &session).await?})))
+            let renamed = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
+            Ok(json_ok(serde_json::to_value(renamed).unwrap_or_default()))
         }
         "DELETE" => {
             record(&req, "DeleteFile", Some(&id));
@@ -244,29 +239,20 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
         "PUT_USER_INFO" => {
             record(&req, "PutUserInfo", Some(&id));
             let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
-            let text = read_small_body(body, 4096).await?;
+            let text = read_limited(&req, body, 4096).await.map_err(|e| match e {
+                BodyError::TooLarge(limit) => WopiError::BadRequest(format!("body is larger than {limit} bytes")),
+                BodyError::Interrupted => WopiError::Interrupted,
+            })?;
             wopi::put_user_info(&app, &session, &text).await?;
             Ok(HttpResponse::Ok().finish())
         }
-        other => {
+        _ => {
             record(&req, "Unknown", Some(&id));
             // Still authenticate: an unknown operation must not reveal more to a stranger.
             file_session(&req, &app, &id, Freshness::Fresh).await?;
-            Err(WopiError::NotImplemented(format!("X-WOPI-Override '{other}'")))
+            Err(WopiError::NotImplemented("this X-WOPI-Override on /wopi/files/{id}".into()))
         }
     }
-}
-
-async fn read_small_body(mut body: Payload, limit: usize) -> Result<Vec<u8>, WopiError> {
-    let mut out = Vec::new();
-    while let Some(chunk) = body.next().await {
-        let chunk = chunk.map_err(|_| WopiError::Interrupted)?;
-        if out.len() + chunk.len() > limit {
-            return Err(WopiError::BadRequest(format!("body is larger than {limit} bytes")));
-        }
-        out.extend_from_slice(&chunk);
-    }
-    Ok(out)
 }
 
 /// `GET /wopi/ecosystem`: CheckEcosystem.
@@ -282,7 +268,7 @@ async fn ecosystem_operation(req: HttpRequest, app: web::Data<AppState>) -> Resu
     if !override_.eq_ignore_ascii_case("GET_WOPI_SRC_WITH_ACCESS_TOKEN") {
         record(&req, "Unknown", None);
         authorize(&req, &app, None).await?;
-        return Err(WopiError::NotImplemented(format!("X-WOPI-Override '{override_}' on /ecosystem")));
+        return Err(WopiError::NotImplemented("this X-WOPI-Override on /wopi/ecosystem".into()));
     }
     record(&req, "GetFileWopiSrc", None);
     let (_, claims) = authorize(&req, &app, None).await?;

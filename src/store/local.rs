@@ -41,7 +41,6 @@ impl LocalStore {
         for dir in ["objects", "versions", "tmp", "locks"] {
             std::fs::create_dir_all(internal.join(dir))?;
         }
-        remove_stale_temp_files(&internal.join("tmp"));
         Ok(LocalStore { root, internal, keep_versions })
     }
 
@@ -225,16 +224,19 @@ fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
-/// A temp file left by a crashed upload is garbage after a day.
-fn remove_stale_temp_files(dir: &Path) {
-    let Ok(entries) = std::fs::read_dir(dir) else { return };
-    let cutoff = SystemTime::now() - Duration::from_secs(24 * 3600);
-    for entry in entries.flatten() {
-        let old = entry.metadata().and_then(|m| m.modified()).map(|t| t < cutoff).unwrap_or(false);
-        if old {
-            let _ = std::fs::remove_file(entry.path());
+/// Removes the files in `dir` not modified for `older_than`: left by a crashed upload (an
+/// upload in progress touches its file with every chunk). Returns how many.
+fn remove_stale_temp_files(dir: &Path, older_than: Duration) -> std::io::Result<usize> {
+    let Some(cutoff) = SystemTime::now().checked_sub(older_than) else { return Ok(0) };
+    let mut removed = 0;
+    for entry in std::fs::read_dir(dir)?.flatten() {
+        let stale = entry.metadata().is_ok_and(|m| m.is_file() && m.modified().is_ok_and(|t| t < cutoff));
+        // Gone meanwhile (committed, or another process swept it): fine.
+        if stale && std::fs::remove_file(entry.path()).is_ok() {
+            removed += 1;
         }
     }
+    Ok(removed)
 }
 
 /// Keeps the current content of `path` as past version `version` of `history` (a hard link:
@@ -587,6 +589,11 @@ impl Store for LocalStore {
         let dir = self.internal.clone();
         inline(move || std::fs::metadata(dir).map(|_| ()).map_err(Into::into)).await
     }
+
+    async fn sweep_stale_uploads(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let tmp = self.paths().tmp();
+        blocking(move || Ok(remove_stale_temp_files(&tmp, older_than)?)).await
+    }
 }
 
 #[cfg(test)]
@@ -649,6 +656,25 @@ mod tests {
         assert_eq!(kept, 2, "only the configured number of past versions is kept");
         drop(g);
         assert_eq!(std::fs::read_dir(dir.path().join(".wopigate/tmp")).unwrap().count(), 0);
+    }
+
+    #[tokio::test]
+    async fn sweep_removes_only_stale_temp_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 2).unwrap();
+        let tmp = dir.path().join(".wopigate/tmp");
+        let (stale, fresh) = (tmp.join("stale"), tmp.join("fresh"));
+        std::fs::write(&stale, b"left by a crash").unwrap();
+        std::fs::write(&fresh, b"in progress").unwrap();
+        let two_hours_ago = SystemTime::now() - Duration::from_secs(7200);
+        File::options().write(true).open(&stale).unwrap().set_modified(two_hours_ago).unwrap();
+        let mut writing = store.begin_upload(1 << 20).await.unwrap();
+        writing.write(Bytes::from_static(b"chunk")).await.unwrap();
+        assert_eq!(store.sweep_stale_uploads(Duration::from_secs(3600)).await.unwrap(), 1);
+        assert!(!stale.exists() && fresh.exists());
+        let staged = writing.finish().await.unwrap();
+        let guard = store.lock_file("h").await.unwrap();
+        store.commit(&guard, &staged, &key("a.txt"), Precondition::Absent).await.unwrap();
     }
 
     #[tokio::test]

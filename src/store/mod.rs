@@ -7,6 +7,8 @@ pub mod mutex;
 pub mod s3;
 
 use std::pin::Pin;
+use std::sync::Arc;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use bytes::Bytes;
@@ -212,6 +214,27 @@ pub trait Store: Send + Sync + 'static {
 
     /// Whether the backend answers at all (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
+
+    /// Removes what uploads cut short by a crash left behind (staged uploads; on S3 also the
+    /// multipart uploads they had started) untouched for `older_than`. Returns how many.
+    async fn sweep_stale_uploads(&self, older_than: Duration) -> Result<usize, StoreError>;
+}
+
+/// How often the running app sweeps stale uploads (and once at start-up).
+pub const SWEEP_EVERY: Duration = Duration::from_secs(3600);
+
+/// Sweeps stale uploads now, then every `SWEEP_EVERY`, for as long as the runtime lives.
+pub async fn sweep_stale_uploads_forever(store: Arc<dyn Store>, older_than: Duration) {
+    let mut every = tokio::time::interval(SWEEP_EVERY);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        match store.sweep_stale_uploads(older_than).await {
+            Ok(0) => {}
+            Ok(removed) => tracing::info!(removed, "removed stale uploads left by a crash"),
+            Err(e) => tracing::warn!(error = %e, "sweeping stale uploads failed; trying again in an hour"),
+        }
+    }
 }
 
 /// Metadata object names are relative paths we build ourselves; refuse anything else.

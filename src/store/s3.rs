@@ -2,15 +2,19 @@
 //! `<prefix><owner>/<path>` for user files, `<prefix>.wopigate/…` for everything internal.
 //!
 //! Uploads stream as a multipart upload into `.wopigate/tmp/` (memory bounded by the part
-//! size); a commit copies the staged object into place server-side. S3 has no atomic rename or
-//! compare-and-swap on content, so every check-then-write runs under a `CommitMutex` (Redis, or
-//! conditional-create marker objects when the server honours `If-None-Match`).
+//! size); a commit copies the staged object into place server-side. object_store cannot list a
+//! bucket's multipart uploads, so each one started is on record in `.wopigate/uploads/` until it
+//! completes or aborts: `sweep_stale_uploads` aborts those a crash left, and deletes staged
+//! objects left in `.wopigate/tmp/`. S3 has no atomic rename or compare-and-swap on content, so
+//! every check-then-write runs under a `CommitMutex` (Redis, or conditional-create marker objects
+//! when the server honours `If-None-Match`).
 //! Versions: each upload gets a version id in object metadata; the replaced content is copied
 //! to `.wopigate/versions/<file id>/<version>` (works whether or not the bucket versions).
 //! The id starts with a time in microseconds, which is the file's modification time: the
 //! object's `Last-Modified` has whole seconds only, too coarse for Collabora's check that
 //! nothing changed since it loaded the file.
 
+use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -18,13 +22,16 @@ use async_trait::async_trait;
 use bytes::Bytes;
 use chrono::{DateTime, Utc};
 use futures_util::{StreamExt, TryStreamExt};
-use object_store::aws::AmazonS3Builder;
+use object_store::aws::{AmazonS3, AmazonS3Builder};
+use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::{
-    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutMultipartOptions, PutMode,
-    PutOptions, PutPayload, RetryConfig, WriteMultipart,
+    Attribute, AttributeValue, Attributes, ClientOptions, GetOptions, GetRange, MultipartId, ObjectStore, ObjectStoreExt,
+    PutMultipartOptions, PutMode, PutOptions, PutPayload, RetryConfig,
 };
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::mutex::CommitMutex;
@@ -48,6 +55,8 @@ fn is_not_found(e: &object_store::Error) -> bool {
 
 pub struct S3Store {
     store: Arc<dyn ObjectStore>,
+    /// The same client, for the part-by-part multipart calls.
+    multipart: Arc<dyn MultipartStore>,
     prefix: String,
     mutex: Arc<dyn CommitMutex>,
     part_size: usize,
@@ -57,7 +66,7 @@ pub struct S3Store {
 
 /// The object_store client for the configured bucket: bounded timeouts and few retries, so a
 /// server that is down makes requests fail fast instead of hanging.
-pub fn client(config: &S3Config, timeout: Duration) -> Result<Arc<dyn ObjectStore>, object_store::Error> {
+pub fn client(config: &S3Config, timeout: Duration) -> Result<Arc<AmazonS3>, object_store::Error> {
     let options = ClientOptions::new()
         .with_timeout(timeout)
         .with_connect_timeout(timeout.min(Duration::from_secs(5)))
@@ -79,13 +88,21 @@ pub fn client(config: &S3Config, timeout: Duration) -> Result<Arc<dyn ObjectStor
 
 impl S3Store {
     pub fn new(
-        store: Arc<dyn ObjectStore>,
+        client: Arc<AmazonS3>,
         config: &S3Config,
         mutex: Arc<dyn CommitMutex>,
         keep_versions: usize,
         timeout: Duration,
     ) -> Self {
-        S3Store { store, prefix: config.prefix.clone(), mutex, part_size: config.part_size, keep_versions, timeout }
+        S3Store {
+            store: client.clone(),
+            multipart: client,
+            prefix: config.prefix.clone(),
+            mutex,
+            part_size: config.part_size,
+            keep_versions,
+            timeout,
+        }
     }
 
     fn file_path(&self, key: &FileKey) -> Path {
@@ -111,6 +128,36 @@ impl S3Store {
 
     fn tmp(&self, handle: &str) -> Path {
         self.internal(&format!("tmp/{handle}"))
+    }
+
+    fn upload_record(&self, handle: &str) -> Path {
+        self.internal(&format!("uploads/{handle}.json"))
+    }
+
+    /// Aborts the multipart upload a record names and deletes the record.
+    async fn abort_recorded(&self, record: &Path) -> Result<(), StoreError> {
+        let bytes = match self.store.get(record).await {
+            Ok(result) => result.bytes().await.map_err(store_error)?,
+            Err(e) if is_not_found(&e) => return Ok(()),
+            Err(e) => return Err(store_error(e)),
+        };
+        // Only uploads into our own staging area: a record is never a way to reach elsewhere.
+        let staging = format!("{}.wopigate/tmp/", self.prefix);
+        if let Ok(upload) = serde_json::from_slice::<UploadRecord>(&bytes) {
+            if upload.path.starts_with(&staging) {
+                match self.multipart.abort_multipart(&Path::from(upload.path), &upload.upload_id).await {
+                    Ok(()) => {}
+                    // Completed or aborted meanwhile.
+                    Err(e) if is_not_found(&e) => {}
+                    Err(e) => return Err(store_error(e)),
+                }
+            }
+        }
+        match self.store.delete(record).await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(store_error(e)),
+        }
     }
 
     /// Metadata of an object, with its version id (ours, or derived for foreign objects).
@@ -213,51 +260,160 @@ fn version_time(version: &str) -> Option<DateTime<Utc>> {
     DateTime::from_timestamp_micros(i64::from_str_radix(micros, 16).ok()?)
 }
 
+/// What `.wopigate/uploads/<handle>.json` says of a multipart upload in progress. Rewritten
+/// after every part, so its modification time tells how long the upload has been idle.
+#[derive(Serialize, Deserialize)]
+struct UploadRecord {
+    path: String,
+    upload_id: String,
+    started: chrono::DateTime<Utc>,
+}
+
+/// Parts being sent at once: memory stays at most this many parts plus the one being filled.
+const PARTS_IN_FLIGHT: usize = 2;
+
+/// A multipart upload, driven part by part through `MultipartStore` (its id is on record).
+struct Multipart {
+    id: MultipartId,
+    /// The record's content, rewritten after each part.
+    record: Bytes,
+    in_flight: JoinSet<Result<(usize, PartId), StoreError>>,
+    sent: Vec<(usize, PartId)>,
+    next: usize,
+}
+
+impl Multipart {
+    /// Waits for one part in flight; its error is the upload's.
+    async fn join_one(&mut self) -> Result<(), StoreError> {
+        match self.in_flight.join_next().await {
+            Some(Ok(Ok(part))) => {
+                self.sent.push(part);
+                Ok(())
+            }
+            Some(Ok(Err(e))) => Err(e),
+            Some(Err(e)) => Err(StoreError::Io(std::io::Error::other(e.to_string()))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// An upload that stays one PUT while it fits in a part, and becomes a multipart upload
 /// (at most two parts in flight) once it outgrows one: memory is bounded by the part size, and
 /// small or empty files cost a single request (S3 rejects empty parts).
 struct S3Upload {
     store: Arc<dyn ObjectStore>,
+    multipart: Arc<dyn MultipartStore>,
     path: Path,
+    record: Path,
     attributes: Attributes,
     part_size: usize,
-    buffer: Vec<Bytes>,
+    buffer: VecDeque<Bytes>,
     buffered: usize,
-    writer: Option<WriteMultipart>,
+    upload: Option<Multipart>,
     handle: String,
     written: u64,
     limit: u64,
 }
 
 impl S3Upload {
-    /// An upload to `path` whose object will carry `version`.
+    /// An upload to `path` whose object will carry `version`; `handle` names its record.
     fn new(store: &S3Store, path: Path, version: String, limit: u64) -> S3Upload {
         let mut attributes = Attributes::new();
         attributes.insert(Attribute::Metadata(VERSION_ATTR.into()), AttributeValue::from(version.clone()));
         S3Upload {
             store: store.store.clone(),
+            multipart: store.multipart.clone(),
             path,
+            record: store.upload_record(&version),
             attributes,
             part_size: store.part_size,
-            buffer: Vec::new(),
+            buffer: VecDeque::new(),
             buffered: 0,
-            writer: None,
+            upload: None,
             handle: version,
             written: 0,
             limit,
         }
     }
 
-    async fn start_multipart(&mut self) -> Result<(), StoreError> {
+    /// Starts the multipart upload and puts it on record. A crash between the two leaves an
+    /// upload nobody knows of: the window is one request long.
+    async fn start_multipart(&self) -> Result<Multipart, StoreError> {
         let options = PutMultipartOptions { attributes: self.attributes.clone(), ..Default::default() };
-        let upload = self.store.put_multipart_opts(&self.path, options).await.map_err(store_error)?;
-        let mut writer = WriteMultipart::new_with_chunk_size(upload, self.part_size);
-        for chunk in self.buffer.drain(..) {
-            writer.put(chunk);
+        let id = self.multipart.create_multipart_opts(&self.path, options).await.map_err(store_error)?;
+        let record = UploadRecord { path: self.path.to_string(), upload_id: id.clone(), started: Utc::now() };
+        let record = Bytes::from(serde_json::to_vec(&record).map_err(|e| StoreError::Io(std::io::Error::other(e)))?);
+        if let Err(e) = self.store.put(&self.record, PutPayload::from(record.clone())).await {
+            let _ = self.multipart.abort_multipart(&self.path, &id).await;
+            return Err(store_error(e));
         }
-        self.buffered = 0;
-        self.writer = Some(writer);
+        Ok(Multipart { id, record, in_flight: JoinSet::new(), sent: Vec::new(), next: 0 })
+    }
+
+    /// The first `len` buffered bytes (all of them when fewer), as one payload.
+    fn take(&mut self, len: usize) -> PutPayload {
+        let mut taken = Vec::new();
+        let mut missing = len;
+        while missing > 0 {
+            let Some(mut chunk) = self.buffer.pop_front() else { break };
+            if chunk.len() > missing {
+                self.buffer.push_front(chunk.split_off(missing));
+            }
+            missing -= chunk.len();
+            taken.push(chunk);
+        }
+        self.buffered -= len - missing;
+        taken.into_iter().collect()
+    }
+
+    /// Sends the next part, once fewer than `PARTS_IN_FLIGHT` are on their way.
+    async fn send_part(&mut self, part: PutPayload) -> Result<(), StoreError> {
+        if self.upload.is_none() {
+            self.upload = Some(self.start_multipart().await?);
+        }
+        let Some(upload) = self.upload.as_mut() else { return Err(StoreError::NotFound) };
+        while upload.in_flight.len() >= PARTS_IN_FLIGHT {
+            upload.join_one().await?;
+        }
+        let (store, multipart) = (self.store.clone(), self.multipart.clone());
+        let (path, record_path) = (self.path.clone(), self.record.clone());
+        let (id, record, index) = (upload.id.clone(), upload.record.clone(), upload.next);
+        upload.next += 1;
+        upload.in_flight.spawn(async move {
+            let part = multipart.put_part(&path, &id, index, part).await.map_err(store_error)?;
+            // Still alive: the sweep leaves alone what was touched within its age. A failed
+            // touch only makes an idle hour count from the part before.
+            let _ = store.put(&record_path, PutPayload::from(record)).await;
+            Ok((index, part))
+        });
         Ok(())
+    }
+
+    /// Sends the rest, waits for every part and completes the upload.
+    async fn complete_multipart(&mut self) -> Result<(), StoreError> {
+        if self.buffered > 0 {
+            let last = self.take(self.buffered);
+            self.send_part(last).await?;
+        }
+        let Some(upload) = self.upload.as_mut() else { return Err(StoreError::NotFound) };
+        while !upload.in_flight.is_empty() {
+            upload.join_one().await?;
+        }
+        let mut sent = std::mem::take(&mut upload.sent);
+        sent.sort_by_key(|(index, _)| *index);
+        let parts = sent.into_iter().map(|(_, part)| part).collect();
+        self.multipart.complete_multipart(&self.path, &upload.id, parts).await.map_err(store_error)?;
+        Ok(())
+    }
+
+    /// Stops the parts in flight, aborts the multipart upload and drops its record.
+    async fn abort_multipart(&mut self) {
+        if let Some(mut upload) = self.upload.take() {
+            upload.in_flight.abort_all();
+            while upload.in_flight.join_next().await.is_some() {}
+            let _ = self.multipart.abort_multipart(&self.path, &upload.id).await;
+            let _ = self.store.delete(&self.record).await;
+        }
     }
 }
 
@@ -268,38 +424,34 @@ impl Upload for S3Upload {
         if self.written > self.limit {
             return Err(StoreError::TooLarge(self.limit));
         }
-        if self.writer.is_none() {
-            self.buffered += chunk.len();
-            self.buffer.push(chunk);
-            if self.buffered > self.part_size {
-                self.start_multipart().await?;
-            }
-            return Ok(());
+        self.buffered += chunk.len();
+        self.buffer.push_back(chunk);
+        // A part is cut only when more bytes follow it: one part's worth stays a single PUT,
+        // and the last part is never empty.
+        while self.buffered > self.part_size {
+            let part = self.take(self.part_size);
+            self.send_part(part).await?;
         }
-        let writer = self.writer.as_mut().ok_or(StoreError::NotFound)?;
-        writer.wait_for_capacity(2).await.map_err(store_error)?;
-        writer.put(chunk);
         Ok(())
     }
 
     async fn finish(mut self: Box<Self>) -> Result<Staged, StoreError> {
-        match self.writer.take() {
-            Some(writer) => {
-                writer.finish().await.map_err(store_error)?;
+        if self.upload.is_some() {
+            if let Err(e) = self.complete_multipart().await {
+                self.abort_multipart().await;
+                return Err(e);
             }
-            None => {
-                let payload: PutPayload = self.buffer.drain(..).collect();
-                let options = PutOptions { attributes: self.attributes.clone(), ..Default::default() };
-                self.store.put_opts(&self.path, payload, options).await.map_err(store_error)?;
-            }
+            let _ = self.store.delete(&self.record).await;
+        } else {
+            let payload = self.take(self.buffered);
+            let options = PutOptions { attributes: self.attributes.clone(), ..Default::default() };
+            self.store.put_opts(&self.path, payload, options).await.map_err(store_error)?;
         }
         Ok(Staged { handle: self.handle.clone(), size: self.written })
     }
 
     async fn abort(mut self: Box<Self>) {
-        if let Some(writer) = self.writer.take() {
-            let _ = writer.abort().await;
-        }
+        self.abort_multipart().await;
     }
 }
 
@@ -355,6 +507,7 @@ impl Store for S3Store {
 
     /// The staged object is named by its version id (the commit reads the time from it).
     async fn begin_upload(&self, limit: u64) -> Result<Box<dyn Upload>, StoreError> {
+        // The staged object is named by its version id, whose time a commit checks.
         let version = version_at(Utc::now().timestamp_micros());
         Ok(Box::new(S3Upload::new(self, self.tmp(&version), version, limit)))
     }
@@ -478,6 +631,34 @@ impl Store for S3Store {
             Ok(_) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
             Err(e) => Err(store_error(e)),
+        }
+    }
+
+    /// Ages are the server's modification times, so replicas' clocks do not matter beyond the
+    /// skew to the server. One failure does not stop the sweep; the first is returned after it.
+    async fn sweep_stale_uploads(&self, older_than: Duration) -> Result<usize, StoreError> {
+        let cutoff = chrono::Duration::from_std(older_than).ok().and_then(|age| Utc::now().checked_sub_signed(age));
+        let Some(cutoff) = cutoff else { return Ok(0) };
+        let mut removed = 0;
+        let mut failed = None;
+        let records: Vec<_> = self.store.list(Some(&self.internal("uploads"))).try_collect().await.map_err(store_error)?;
+        for record in records.iter().filter(|m| m.last_modified < cutoff) {
+            match self.abort_recorded(&record.location).await {
+                Ok(()) => removed += 1,
+                Err(e) => failed = failed.or(Some(e)),
+            }
+        }
+        let staged: Vec<_> = self.store.list(Some(&self.internal("tmp"))).try_collect().await.map_err(store_error)?;
+        for object in staged.iter().filter(|m| m.last_modified < cutoff) {
+            match self.store.delete(&object.location).await {
+                Ok(()) => removed += 1,
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => failed = failed.or(Some(store_error(e))),
+            }
+        }
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(removed),
         }
     }
 }

@@ -226,13 +226,6 @@ async fn current_meta(app: &AppState, s: &FileSession) -> Result<(FileKey, FileM
     Ok((key, meta?))
 }
 
-/// The `LastModifiedTime` of the session's file as it is now, found by its id (a rename moves
-/// it to another key).
-pub async fn last_modified_time(app: &AppState, s: &FileSession) -> Result<String, WopiError> {
-    let key = ids::resolve(app.store.as_ref(), &s.claims.fid).await?.ok_or(WopiError::NotFound)?;
-    Ok(wopi_time(stat_file(app, &key).await?.modified))
-}
-
 /// The version the session reads (current, or the past one it was opened on), and where the
 /// file is now.
 async fn session_meta(app: &AppState, s: &FileSession) -> Result<(FileKey, FileMeta), WopiError> {
@@ -436,6 +429,9 @@ pub struct SaveFlags {
 /// zero-byte file may be written.
 async fn check_write_lock(app: &AppState, file_id: &str, lock: Option<&str>, size: u64) -> Result<(), WopiError> {
     let current = app.locks.current(file_id, app.clock.now()).await?;
+    if is_being_deleted(&current) {
+        return Err(WopiError::NotFound);
+    }
     if current.is_empty() {
         if size == 0 {
             return Ok(());
@@ -539,18 +535,24 @@ pub async fn lock(app: &AppState, s: &FileSession, op: LockOp<'_>) -> Result<(Lo
             return Err(WopiError::BadRequest(format!("lock ids are at most {MAX_LOCK_ID} bytes")));
         }
     }
-    if op == LockOp::Get {
-        let (_, meta) = current_meta(app, s).await?;
-        let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
-        return Ok((outcome, meta.version));
+    if op != LockOp::Get {
+        s.require_write()?;
     }
-    s.require_write()?;
-    // Under the file's guard: a lock never lands on a file a concurrent delete removes.
-    let (guard, key) = hold(app, &s.claims.fid).await?;
-    let meta = stat_file(app, &key).await?;
+    // Lock calls are atomic in the lock store and need no file guard: against a save or a
+    // rename either order is a valid history, and a delete takes the lock itself (see `delete`).
+    let (_, meta) = current_meta(app, s).await?;
     let outcome = app.locks.apply(&s.claims.fid, op, app.clock.now()).await?;
-    guard.release().await;
+    if matches!(&outcome, LockOutcome::Conflict(current) | LockOutcome::Granted(current) if is_being_deleted(current)) {
+        return Err(WopiError::NotFound);
+    }
     Ok((outcome, meta.version))
+}
+
+/// The lock a DeleteFile holds while it deletes: the file is as good as gone.
+const DELETING: &str = "wopigate-delete-";
+
+fn is_being_deleted(lock: &str) -> bool {
+    lock.starts_with(DELETING)
 }
 
 /// What PutRelativeFile received besides the body.
@@ -566,6 +568,9 @@ pub struct RelativeRequest<'a> {
 pub struct NewFile {
     pub name: String,
     pub url: String,
+    /// The *source* file's time: Collabora takes it as the time of the document it saved from
+    /// and echoes it on that document's next PutFile (Save As leaves the source as it was).
+    pub last_modified_time: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub host_view_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -667,6 +672,7 @@ where
             }
         }
     };
+    let source_time = wopi_time(current_meta(app, s).await?.1.modified);
     let staged = stage(app, body).await?;
     let created = save_relative(app, &folder, &staged, target).await;
     if created.is_err() {
@@ -679,6 +685,7 @@ where
         url: format!("{}/wopi/files/{new_id}?access_token={}", wopi_base(app, &s.claims), encode_component(&token)),
         host_view_url: host_page(app, &new_id, "view"),
         host_edit_url: host_page(app, &new_id, "edit"),
+        last_modified_time: source_time,
         name,
     })
 }
@@ -775,8 +782,17 @@ fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, level: Level) ->
     app.tokens.mint(grant, Utc::now().timestamp(), Some(claims.exp)).map_err(|_| WopiError::Token)
 }
 
-/// RenameFile: `requested` is the new name without extension (UTF-7); returns the name used.
-pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, requested: Option<&str>) -> Result<String, WopiError> {
+/// RenameFile's answer: the name used (without extension) and the file's time (Collabora reads
+/// it after a rename).
+#[derive(Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Renamed {
+    pub name: String,
+    pub last_modified_time: String,
+}
+
+/// RenameFile: `requested` is the new name without extension (UTF-7).
+pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, requested: Option<&str>) -> Result<Renamed, WopiError> {
     s.require_write()?;
     let requested = requested.ok_or_else(|| WopiError::BadRequest("X-WOPI-RequestedName is required".into()))?;
     let requested = header_name(requested, "X-WOPI-RequestedName")?;
@@ -797,8 +813,10 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     let legal = names::legalize(&format!("{stem}{ext}"))
         .filter(|n| names::split(n).1 == ext)
         .ok_or_else(|| WopiError::InvalidFileName("the name has no usable characters".into()))?;
+    // The time is read under the guard: once it is released another rename may move the file.
+    let renamed = |name: &str, meta: FileMeta| Renamed { name: names::split(name).0.to_string(), last_modified_time: wopi_time(meta.modified) };
     if legal == old_name {
-        return Ok(names::split(&legal).0.to_string());
+        return Ok(renamed(&legal, stat_file(app, &key).await?));
     }
     let folder = FileKey { owner: key.owner.clone(), path: key.path.parent() };
     for candidate in names::candidates(&legal) {
@@ -806,8 +824,9 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
         match app.store.rename(&guard, &key, &target).await {
             Ok(()) => {
                 ids::moved(app.store.as_ref(), &s.claims.fid, &key, &target).await?;
+                let meta = stat_file(app, &target).await?;
                 guard.release().await;
-                return Ok(names::split(&candidate).0.to_string());
+                return Ok(renamed(&candidate, meta));
             }
             Err(StoreError::Conflict) => continue,
             Err(e) => return Err(e.into()),
@@ -823,11 +842,17 @@ pub async fn delete(app: &AppState, s: &FileSession) -> Result<(), WopiError> {
         return Err(WopiError::Unauthorized("only the file's owner may delete it".into()));
     }
     let (guard, key) = hold(app, &s.claims.fid).await?;
-    let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
-    if !current.is_empty() {
+    // Taking the WOPI lock ourselves (atomically, only if unlocked) means no client can lock
+    // the file between this check and the delete.
+    let deleting = format!("{DELETING}{}", uuid::Uuid::new_v4().simple());
+    if let LockOutcome::Conflict(current) = app.locks.apply(&s.claims.fid, LockOp::Lock(&deleting), app.clock.now()).await? {
         return Err(WopiError::LockConflict { current, reason: "the file is locked" });
     }
-    app.store.delete(&guard, &key).await?;
+    let deleted = app.store.delete(&guard, &key).await;
+    if deleted.is_err() {
+        let _ = app.locks.apply(&s.claims.fid, LockOp::Unlock(&deleting), app.clock.now()).await;
+    }
+    deleted?;
     ids::forget(app.store.as_ref(), &s.claims.fid, &key).await?;
     app.locks.remove(&s.claims.fid).await?;
     guard.release().await;

@@ -53,7 +53,7 @@ async fn a_read_only_share_visitor_cannot_write_through_a_derived_token() {
     assert_eq!(r.status(), 200);
     let own = TestApp::session_from_url(&url_of(&r.json().await.unwrap()));
     let claims = claims_of(&own.token);
-    assert!(claims.get("pid").is_none() && claims.get("shr").is_none(), "{claims}");
+    assert!(claims.get("pid").is_none() && claims.get("shr").is_none() && claims.get("par").is_none(), "{claims}");
     assert_eq!(own.action, "view", "derived from a view token: view");
     let r = put_relative(&app, &own, &[("X-WOPI-RelativeTarget", "plan.docx"), ("X-WOPI-OverwriteRelativeTarget", "true")], b"x").await;
     assert_eq!(r.status(), 501);

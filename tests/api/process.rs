@@ -50,6 +50,33 @@ pub fn stop(mut child: Child) -> String {
     stderr
 }
 
+/// Opens `cloudreve://my/<path>` of `user` for editing on the process at `port`: (token, file id).
+async fn edit_session(port: u16, user: &str, path: &str) -> (String, String) {
+    let ok: Value = reqwest::Client::new()
+        .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
+        .bearer_auth(caller_jwt(user, "U"))
+        .body(json!({"uri": format!("cloudreve://my/{path}"), "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let token = ok["data"]["session"]["access_token"].as_str().unwrap_or_else(|| panic!("no session: {ok}")).to_string();
+    let fid = claims_of(&token)["fid"].as_str().unwrap().to_string();
+    (token, fid)
+}
+
+/// The binary serving an empty `u1/a.docx` (writable without a lock), and an edit session on it.
+async fn serve_empty_document(port: u16, data: &std::path::Path, env: &[(String, String)]) -> (Child, String, String) {
+    std::fs::create_dir_all(data.join("u1")).unwrap();
+    std::fs::write(data.join("u1/a.docx"), b"").unwrap();
+    let mut child = command(env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let (token, fid) = edit_session(port, "u1", "a.docx").await;
+    (child, token, fid)
+}
+
 #[test]
 fn bad_settings_stop_start_up_naming_the_variable() {
     let dir = tempfile::tempdir().unwrap();
@@ -172,23 +199,7 @@ async fn sigterm_lets_uploads_finish_then_exits_zero() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
     let env = base_env(port, dir.path(), &[("WOPIGATE_SHUTDOWN_GRACE_SECS", "10")]);
-    std::fs::create_dir_all(dir.path().join("u1")).unwrap();
-    std::fs::write(dir.path().join("u1/a.docx"), b"").unwrap();
-    let mut child = command(&env).spawn().unwrap();
-    wait_healthy(port, &mut child).await;
-    let client = reqwest::Client::new();
-    let ok: Value = client
-        .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
-        .bearer_auth(caller_jwt("u1", "U"))
-        .body(json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    let token = ok["data"]["session"]["access_token"].as_str().unwrap().to_string();
-    let fid = claims_of(&token)["fid"].as_str().unwrap().to_string();
+    let (mut child, token, fid) = serve_empty_document(port, dir.path(), &env).await;
 
     // An upload (of an empty file: no lock needed) is half sent when SIGTERM arrives.
     let body = vec![b'z'; 2 * 1024 * 1024];
@@ -264,4 +275,203 @@ async fn secrets_never_reach_logs_or_error_messages() {
         assert!(!startup.contains(secret), "a start-up error leaks a secret: {startup}");
     }
     assert!(startup.contains("WOPIGATE_REDIS_URL"), "{startup}");
+}
+
+/// URIs of many malformed shapes carrying a share id and password: the `@share` forgotten, a
+/// typo in the file system, bad escapes, traversal, a query, over-long parts, another scheme.
+fn uris_with_a_password(password: &str) -> Vec<String> {
+    let long = "a".repeat(300);
+    vec![
+        format!("cloudreve://PWsec:{password}"),
+        format!("cloudreve://PWsec:{password}/"),
+        format!("cloudreve://PWsec:{password}/a.docx"),
+        format!("cloudreve://PWsec:{password}@shar/a.docx"),
+        format!("cloudreve://PWsec:{password}@trash/a.docx"),
+        format!("cloudreve://PWsec:{password}@my/a.docx"),
+        format!("cloudreve://PWsec:{password}@/a.docx"),
+        format!("cloudreve://PWsec:{password}%zz@share/a.docx"),
+        format!("cloudreve://PWsec:{password}%ff@share/a.docx"),
+        format!("cloudreve://PWsec:{password}@share/../a.docx"),
+        format!("cloudreve://PWsec:{password}@share/a%00.docx"),
+        format!("cloudreve://PWsec:{password}@share/a//b.docx"),
+        format!("cloudreve://PWsec:{password}@share/a.docx?x=1"),
+        format!("cloudreve://PWsec:{password}@share/a.docx#x"),
+        format!("cloudreve://PWsec:{password}@share/a.docx"),
+        format!("cloudreve://PWsec:{password}@share/{long}.docx"),
+        format!("cloudreve://my/PWsec:{password}{long}@share/a.docx"),
+        format!("cloudreve://PWsec:{password}{}@share/a.docx", "b".repeat(9000)),
+        format!("https://PWsec:{password}@share/a.docx"),
+        format!("cloudreve:/PWsec:{password}@share/a.docx"),
+        // Someone else's files; a share whose manifest is broken.
+        "cloudreve://PWsec@my/a.docx".to_string(),
+        format!("cloudreve://PWsecBroken:{password}@share/a.docx"),
+    ]
+}
+
+/// F5: a share id and password sent through any error path of viewerSession, GetFileWopiSrc and
+/// PutRelativeFile (malformed URIs of many shapes, odd bodies, headers) reach no answer and no
+/// log line.
+#[tokio::test]
+async fn uri_userinfo_never_reaches_answers_or_logs() {
+    let password = "Marker-PW-7d1e0c";
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    std::fs::create_dir_all(dir.path().join("u1")).unwrap();
+    std::fs::write(dir.path().join("u1/a.docx"), b"x").unwrap();
+    // The share exists, with another password: the wrong-password path is taken too.
+    let share = json!({"owner": "u1", "path": "a.docx", "password_hash": wopigate::policy::hash_password("another-password")});
+    std::fs::create_dir_all(dir.path().join(".wopigate/objects/shares")).unwrap();
+    std::fs::write(dir.path().join(".wopigate/objects/shares/PWsec.json"), share.to_string()).unwrap();
+    std::fs::write(dir.path().join(".wopigate/objects/shares/PWsecBroken.json"), b"{\"owner\": 5}").unwrap();
+    let mut child = command(&base_env(port, dir.path(), &[])).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{port}");
+    let jwt = caller_jwt("u1", "U");
+    let uris = uris_with_a_password(password);
+    let mut bodies = String::new();
+
+    // viewerSession: the URI, the parent URI, the other fields and the headers.
+    let session = |body: String, headers: Vec<(&'static str, String)>| {
+        let mut request = client.put(format!("{base}/api/v4/file/viewerSession")).body(body);
+        for (name, value) in headers {
+            request = request.header(name, value);
+        }
+        async move {
+            let envelope: Value = request.send().await.unwrap().json().await.unwrap();
+            assert_ne!(envelope["code"], 0, "an error path: {envelope}");
+            envelope.to_string()
+        }
+    };
+    let bearer = || vec![("authorization", format!("Bearer {jwt}"))];
+    let request = |uri: &str| json!({"uri": uri, "viewer_id": COLLABORA, "preferred_action": "edit"});
+    for uri in &uris {
+        bodies.push_str(&session(request(uri).to_string(), bearer()).await);
+        bodies.push_str(&session(request(uri).to_string(), vec![]).await);
+        for field in ["parent_uri", "version"] {
+            let mut body = request("cloudreve://my/a.docx");
+            body[field] = json!(uri);
+            bodies.push_str(&session(body.to_string(), bearer()).await);
+        }
+        for odd in [
+            json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": uri}),
+            json!({"uri": "cloudreve://my/a.docx", "viewer_id": uri, "preferred_action": "edit"}),
+            json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit", uri: 1}),
+            json!({"uri": [uri], "viewer_id": COLLABORA, "preferred_action": "edit"}),
+        ] {
+            bodies.push_str(&session(odd.to_string(), bearer()).await);
+        }
+        bodies.push_str(&session(format!("{{\"uri\": \"{uri}\", "), bearer()).await);
+    }
+    let good = request("cloudreve://my/a.docx").to_string();
+    for headers in [
+        vec![("authorization", format!("Bearer {password}"))],
+        vec![("authorization", password.to_string())],
+        vec![("content-type", format!("text/{password}"))],
+    ] {
+        bodies.push_str(&session(good.clone(), headers).await);
+    }
+    let share = request(&format!("cloudreve://PWsec:{password}@share/")).to_string();
+    bodies.push_str(&session(share, vec![("x-cr-purchase-ticket", password.to_string())]).await);
+
+    // A token for u1/a.docx, editable: GetFileWopiSrc and PutRelativeFile with bad input.
+    let (token, fid) = edit_session(port, "u1", "a.docx").await;
+    let ecosystem = format!("{base}/wopi/ecosystem?access_token={token}");
+    let file = format!("{base}/wopi/files/{fid}?access_token={token}");
+    let answer = |response: reqwest::Response| {
+        assert!(!response.status().is_success(), "an error path: {}", response.status());
+        async move { response.text().await.unwrap() }
+    };
+    for uri in &uris {
+        let r = client
+            .post(&ecosystem)
+            .header("X-WOPI-Override", "GET_WOPI_SRC_WITH_ACCESS_TOKEN")
+            .header("X-WOPI-HostNativeFileName", uri.as_str())
+            .send()
+            .await
+            .unwrap();
+        bodies.push_str(&answer(r).await);
+        for (name, value) in [
+            ("X-WOPI-RelativeTarget", uri.clone()),
+            // Not UTF-7 (a lone surrogate): the only way to refuse a suggested name.
+            ("X-WOPI-RelativeTarget", format!("{password}+2D0-.docx")),
+            ("X-WOPI-SuggestedTarget", format!("{password}+2D0-.docx")),
+        ] {
+            let r = client.post(&file).header("X-WOPI-Override", "PUT_RELATIVE").header(name, value).body("x");
+            bodies.push_str(&answer(r.send().await.unwrap()).await);
+        }
+        let both = client
+            .post(&file)
+            .header("X-WOPI-Override", "PUT_RELATIVE")
+            .header("X-WOPI-RelativeTarget", uri.as_str())
+            .header("X-WOPI-SuggestedTarget", uri.as_str())
+            .body("x");
+        bodies.push_str(&answer(both.send().await.unwrap()).await);
+    }
+    for url in [&ecosystem, &file, &format!("{base}/wopi/files/{fid}/contents?access_token={token}")] {
+        let r = client.post(url).header("X-WOPI-Override", format!("PWsec:{password}")).send().await.unwrap();
+        bodies.push_str(&answer(r).await);
+    }
+    let r = client.post(format!("{base}/wopi/ecosystem?access_token={password}")).send().await.unwrap();
+    bodies.push_str(&answer(r).await);
+    let stderr = stop(child);
+    assert!(stderr.contains("request refused"), "the refusals were logged: {stderr}");
+    // In any case: some paths upper-case what they repeat.
+    let leaks = |text: &str| {
+        let text = text.to_lowercase();
+        text.contains(&password.to_lowercase()) || text.contains("pwsec")
+    };
+    assert!(!leaks(&bodies), "an answer repeats the share password or id: {bodies}");
+    for line in stderr.lines().filter(|l| leaks(l)) {
+        panic!("a log line repeats the share password or id: {line}");
+    }
+}
+
+/// A kill -9 mid-upload leaves the partial upload in `.wopigate/tmp`; the next start sweeps it
+/// once it is older than `WOPIGATE_STALE_UPLOAD_SECS`, and leaves a fresh one alone.
+#[tokio::test]
+async fn uploads_left_by_a_crash_are_swept_at_start_up() {
+    use std::io::Write as _;
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = base_env(port, dir.path(), &[("WOPIGATE_STALE_UPLOAD_SECS", "600")]);
+    let (mut child, token, fid) = serve_empty_document(port, dir.path(), &env).await;
+
+    // Half an upload is in, then the process dies without any clean-up.
+    let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    let head = "HTTP/1.1\r\nHost: 127.0.0.1\r\nX-WOPI-Override: PUT\r\nContent-Length: 2097152\r\n\r\n";
+    write!(stream, "POST /wopi/files/{fid}/contents?access_token={token} {head}").unwrap();
+    stream.write_all(&vec![b'z'; 1024 * 1024]).unwrap();
+    stream.flush().unwrap();
+    let tmp = dir.path().join(".wopigate/tmp");
+    let staged = || -> Vec<std::path::PathBuf> { std::fs::read_dir(&tmp).unwrap().map(|e| e.unwrap().path()).collect() };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !staged().iter().any(|p| std::fs::metadata(p).unwrap().len() > 0) {
+        assert!(Instant::now() < deadline, "the upload never reached the temp file");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    drop(stream);
+    let left = staged();
+    assert_eq!(left.len(), 1, "the partial upload is left behind: {left:?}");
+
+    // As if the crash was half an hour ago (older than the 10 minutes configured, younger than
+    // the default hour); and an upload of another replica still in progress.
+    let crashed = &left[0];
+    let half_hour_ago = std::time::SystemTime::now() - Duration::from_secs(1800);
+    std::fs::File::options().write(true).open(crashed).unwrap().set_modified(half_hour_ago).unwrap();
+    let fresh = tmp.join("0123456789abcdef0123456789abcdef");
+    std::fs::write(&fresh, b"in progress").unwrap();
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while crashed.exists() {
+        assert!(Instant::now() < deadline, "the stale upload was not swept at start-up");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(fresh.exists(), "a fresh upload stays");
+    let stderr = stop(child);
+    assert!(stderr.contains("removed stale uploads"), "{stderr}");
+    assert_eq!(std::fs::read(dir.path().join("u1/a.docx")).unwrap(), b"", "the file never saw the partial upload");
 }

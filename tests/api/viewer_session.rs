@@ -282,7 +282,7 @@ async fn unsupported_uris_are_invalid_parameters_and_touch_nothing() {
     let cases = [
         ("cloudreve://trash/a.docx", "trash"),
         ("cloudreve://shared_with_me/a.docx", "shared_with_me"),
-        ("cloudreve://mystery/a.docx", "mystery"),
+        ("cloudreve://mystery/a.docx", "unknown file system"),
         ("https://example.com/a.docx", "cloudreve://"),
         ("cloudreve://my/../outside.docx", ".."),
         ("cloudreve://my/%2e%2e/outside.docx", ".."),
@@ -340,17 +340,85 @@ async fn malformed_requests_name_the_problem() {
         (json!({"viewer_id": viewer, "preferred_action": "edit"}).to_string(), "uri"),
         (json!({"uri": "cloudreve://my/a.docx", "preferred_action": "edit"}).to_string(), "viewer_id"),
         (json!({"uri": "cloudreve://my/a.docx", "viewer_id": viewer}).to_string(), "preferred_action"),
-        (json!({"uri": "cloudreve://my/a.docx", "viewer_id": viewer, "preferred_action": "print"}).to_string(), "print"),
+        (json!({"uri": "cloudreve://my/a.docx", "viewer_id": viewer, "preferred_action": "print"}).to_string(), "`view` or `edit`"),
         (json!({"uri": "cloudreve://my/a.docx", "viewer_id": "not-a-uuid", "preferred_action": "edit"}).to_string(), "UUID"),
         (json!({"uri": 5, "viewer_id": viewer, "preferred_action": "edit"}).to_string(), "invalid type"),
         (json!({"uri": "cloudreve://my/a.docx", "viewer_id": Uuid::new_v4(), "preferred_action": "edit"}).to_string(), "viewer_id"),
-        (json!({"uri": "cloudreve://my/a.docx", "viewer_id": viewer, "preferred_action": "edit", "extra": 1}).to_string(), "extra"),
+        (json!({"uri": "cloudreve://my/a.docx", "viewer_id": viewer, "preferred_action": "edit", "extra": 1}).to_string(), "unknown field"),
     ];
     for (body, needle) in cases {
         let e = app.session_raw(&body, Some(&jwt), None).await;
         let msg = assert_code(&e, 40001);
         assert!(msg.contains(needle), "{body}: {msg}");
     }
+}
+
+/// The caller's own values are not repeated (they may be anything, a share password included).
+#[tokio::test]
+async fn body_errors_do_not_repeat_the_callers_values() {
+    let app = spawn_app().await;
+    let jwt = caller_jwt("u1", "U");
+    let value = "cloudreve://sh:pw-8c2f1b@share/";
+    let bodies = [
+        json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": value}),
+        json!({"uri": "cloudreve://my/a.docx", "viewer_id": value, "preferred_action": "edit"}),
+        json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit", value: 1}),
+        json!({"uri": {"x": value}, "viewer_id": COLLABORA, "preferred_action": "edit"}),
+        json!({"uri": "cloudreve://my/a.docx", "version": 5, "viewer_id": COLLABORA, "preferred_action": "edit"}),
+    ];
+    for body in bodies {
+        let msg = assert_code(&app.session(body.clone(), Some(&jwt)).await, 40001);
+        assert!(msg.starts_with("invalid request body: "), "{body}: {msg}");
+        assert!(!msg.contains("pw-8c2f1b") && !msg.contains("sh:"), "{body}: {msg}");
+    }
+}
+
+/// Every failure of `/api/v4/...` answers in the envelope, never with a bare HTTP status.
+#[tokio::test]
+async fn every_api_failure_answers_in_the_envelope() {
+    let app = spawn_app().await;
+    app.put_file("u1", "a.docx", b"x");
+    let jwt = caller_jwt("u1", "U");
+    let url = format!("{}/api/v4/file/viewerSession", app.address);
+    let envelope = |request: reqwest::RequestBuilder| async move {
+        let response = request.send().await.unwrap();
+        assert_eq!(response.status(), 200, "the API always answers HTTP 200");
+        response.json::<Value>().await.unwrap()
+    };
+    let good = json!({"uri": "cloudreve://my/a.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string();
+
+    // Too large, announced by Content-Length (50 MB, refused before it is read) or streamed.
+    let huge = vec![b' '; 50 * 1024 * 1024];
+    let e = envelope(app.client.put(&url).bearer_auth(&jwt).header("Content-Type", "application/json").body(huge)).await;
+    let msg = assert_code(&e, 40001);
+    assert!(msg.contains("65536 bytes"), "names the limit: {msg}");
+    let chunks = futures_util::stream::iter((0..20).map(|_| Ok::<_, std::io::Error>(vec![b' '; 8192])));
+    let e = envelope(app.client.put(&url).bearer_auth(&jwt).body(reqwest::Body::wrap_stream(chunks))).await;
+    assert!(assert_code(&e, 40001).contains("65536 bytes"), "{e}");
+
+    // Malformed JSON, a wrong content type, a missing field.
+    let e = envelope(app.client.put(&url).bearer_auth(&jwt).header("Content-Type", "application/json").body("{\"uri\": ")).await;
+    assert!(assert_code(&e, 40001).starts_with("invalid request body"), "{e}");
+    for content_type in ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "nonsense"] {
+        let e = envelope(app.client.put(&url).bearer_auth(&jwt).header("Content-Type", content_type).body(good.clone())).await;
+        assert!(assert_code(&e, 40001).contains("Content-Type"), "{content_type}: {e}");
+    }
+    let missing = json!({"viewer_id": COLLABORA, "preferred_action": "edit"}).to_string();
+    let e = envelope(app.client.put(&url).bearer_auth(&jwt).header("Content-Type", "application/json").body(missing)).await;
+    assert!(assert_code(&e, 40001).contains("missing field `uri`"), "{e}");
+
+    // JSON with parameters or a +json type, and no Content-Type at all, are read as JSON.
+    for content_type in [Some("application/json; charset=utf-8"), Some("application/vnd.api+json"), None] {
+        let mut request = app.client.put(&url).bearer_auth(&jwt).body(good.clone());
+        if let Some(content_type) = content_type {
+            request = request.header("Content-Type", content_type);
+        }
+        assert_code(&envelope(request).await, 0);
+    }
+
+    // A wrong method or an unknown endpoint.
+    assert_code(&envelope(app.client.get(&url)).await, 404);
+    assert_code(&envelope(app.client.post(format!("{}/api/v4/file/nothing", app.address)).body("{}")).await, 404);
 }
 
 #[tokio::test]

@@ -5,7 +5,6 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::{encode, EncodingKey, Header};
-use object_store::aws::AmazonS3Builder;
 use object_store::path::Path as ObjectPath;
 use object_store::{ObjectStoreExt, PutPayload};
 use serde_json::{json, Value};
@@ -118,16 +117,7 @@ impl Cluster {
 
     /// The cluster's bucket, as the platform (or a test) sees it.
     pub fn bucket(&self) -> object_store::aws::AmazonS3 {
-        AmazonS3Builder::new()
-            .with_endpoint(self.garage.endpoint())
-            .with_region("garage")
-            .with_bucket_name(&self.garage.bucket)
-            .with_access_key_id(&self.garage.key_id)
-            .with_secret_access_key(&self.garage.secret)
-            .with_allow_http(true)
-            .with_disable_tagging(true)
-            .build()
-            .unwrap()
+        self.garage.client()
     }
 
     /// Puts a user file straight into the bucket, as the platform would.

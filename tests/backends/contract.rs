@@ -215,7 +215,7 @@ async fn lock_contract(locks: &dyn LockStore) {
     locks.ping().await.unwrap();
 }
 
-fn config(extra: Vec<(String, String)>, data: &std::path::Path) -> Config {
+pub fn config(extra: Vec<(String, String)>, data: &std::path::Path) -> Config {
     let mut vars = vec![
         ("WOPIGATE_DATA_DIR".to_string(), data.display().to_string()),
         ("WOPIGATE_TOKEN_SECRET".to_string(), "contract-secret-contract-secret-contract".to_string()),
@@ -241,9 +241,7 @@ async fn local_store_with_store_locks() {
 async fn s3_store_with_redis_locks() {
     let (Some(garage), Some(redis)) = (Garage::start(), Redis::start()) else { return };
     let dir = tempfile::tempdir().unwrap();
-    let mut env = garage.env("contract-redis");
-    env.push(("WOPIGATE_LOCKS".into(), "redis".into()));
-    env.push(("WOPIGATE_REDIS_URL".into(), redis.url()));
+    let env = garage.env_with_redis("contract-redis", &redis);
     let (store, locks) = open_backends(&config(env, dir.path())).await.unwrap();
     run(store, locks).await;
 }

@@ -10,3 +10,4 @@ mod faults;
 mod races;
 mod replicas;
 mod servers;
+mod sweep;

@@ -180,9 +180,19 @@ where
     A: std::future::Future,
     B: std::future::Future,
 {
+    race_within(a, b, Duration::from_millis(5), Duration::from_millis(5)).await
+}
+
+/// As `race`, with a random delay of up to `max_a` before `a` and `max_b` before `b`.
+async fn race_within<A, B>(a: A, b: B, max_a: Duration, max_b: Duration) -> (A::Output, B::Output)
+where
+    A: std::future::Future,
+    B: std::future::Future,
+{
     let (da, db) = {
         let mut rng = rand::thread_rng();
-        (Duration::from_micros(rng.gen_range(0..5000)), Duration::from_micros(rng.gen_range(0..5000)))
+        let mut upto = |max: Duration| Duration::from_micros(rng.gen_range(0..max.as_micros().max(1) as u64));
+        (upto(max_a), upto(max_b))
     };
     tokio::join!(
         async {
@@ -304,6 +314,12 @@ async fn save_as_overwrite_vs_save(rig: &Rig) {
 
 /// `wopigate put` vs PutFile: both write the same file; neither acknowledged write is lost.
 async fn admin_put_vs_save(rig: &Rig) {
+    // `wopigate put` first opens the store (tens of ms on S3): the save is delayed by up to
+    // that long, so that its commit lands anywhere within the operator's.
+    rig.seed("racer/ap-warm/doc.docx", b"warm").await;
+    let started = std::time::Instant::now();
+    assert!(rig.admin_put("racer/ap-warm/doc.docx", b"warm again").await);
+    let admin_takes = started.elapsed();
     for round in 0..ROUNDS / 4 {
         let folder = format!("racer/ap{round}");
         let rel = format!("{folder}/doc.docx");
@@ -312,7 +328,13 @@ async fn admin_put_vs_save(rig: &Rig) {
         rig.lock(&fid, &token, "L").await;
         let saved = format!("saved {round}").into_bytes();
         let put_by_operator = format!("operator {round}").into_bytes();
-        let (put, admin) = race(rig.put_file(round, &fid, &token, Some("L"), &saved), rig.admin_put(&rel, &put_by_operator)).await;
+        let (put, admin) = race_within(
+            rig.put_file(round, &fid, &token, Some("L"), &saved),
+            rig.admin_put(&rel, &put_by_operator),
+            admin_takes + Duration::from_millis(5),
+            Duration::from_millis(1),
+        )
+        .await;
         no_server_error(round, "wopigate put vs save", &[put]);
         assert!(admin, "round {round}: wopigate put failed");
         assert!(matches!(put, 200 | 409), "round {round}: put {put}");

@@ -207,6 +207,28 @@ api_bind_addr = "127.0.0.1:{admin_port}"
         format!("http://127.0.0.1:{}", self.s3_port)
     }
 
+    /// A client of the bucket of its own, to look at (or plant) objects behind wopigate's back.
+    pub fn client(&self) -> object_store::aws::AmazonS3 {
+        object_store::aws::AmazonS3Builder::new()
+            .with_endpoint(self.endpoint())
+            .with_region("garage")
+            .with_bucket_name(&self.bucket)
+            .with_access_key_id(&self.key_id)
+            .with_secret_access_key(&self.secret)
+            .with_allow_http(true)
+            .with_disable_tagging(true)
+            .build()
+            .unwrap()
+    }
+
+    /// This bucket with Redis' locks (Garage ignores conditional writes: commits need Redis).
+    pub fn env_with_redis(&self, prefix: &str, redis: &Redis) -> Vec<(String, String)> {
+        let mut env = self.env(prefix);
+        env.push(("WOPIGATE_LOCKS".into(), "redis".into()));
+        env.push(("WOPIGATE_REDIS_URL".into(), redis.url()));
+        env
+    }
+
     /// The environment that points wopigate at this bucket.
     pub fn env(&self, prefix: &str) -> Vec<(String, String)> {
         vec![
