@@ -49,7 +49,7 @@ VIEWER=11111111-1111-4111-8111-111111111111
 start_wopigate() { # port -> pid
   WOPIGATE_BIND=127.0.0.1:$1 WOPIGATE_PUBLIC_URL=http://127.0.0.1:$1 WOPIGATE_DATA_DIR=$DATA \
   WOPIGATE_TOKEN_SECRET=$SECRET WOPIGATE_CALLER_JWT_SECRET=$CALLER WOPIGATE_MAX_UPLOAD_SIZE=2147483648 \
-  WOPIGATE_EDIT_MAX_SIZE=2147483648 \
+  WOPIGATE_EDIT_MAX_SIZE=2147483648 WOPIGATE_SHARE_PASSWORD_ATTEMPTS=100000000 \
   WOPIGATE_VIEWERS="[{\"id\":\"$VIEWER\",\"name\":\"Collabora\",\"discovery\":\"$PWD/tests/fixtures/discovery/collabora.xml\"}]" \
   RUST_LOG=info "$BIN" serve >/dev/null 2>&1 &
   echo $!
@@ -97,12 +97,14 @@ rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
 unit = {"us": 0.001, "ms": 1.0, "s": 1000.0}
 m = re.search(r"99%\s+([\d.]+)(us|ms|s)", t)
 p99 = float(m.group(1)) * unit[m.group(2)]
+m = re.search(r"50%\s+([\d.]+)(us|ms|s)", t)
+p50 = float(m.group(1)) * unit[m.group(2)]
 m = re.search(r"Transfer/sec:\s+([\d.]+)(B|KB|MB|GB)", t)
 mib = float(m.group(1)) * {"B": 1 / 1048576, "KB": 1 / 1024, "MB": 1, "GB": 1024}[m.group(2)]
 errors = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
 if errors:
     sys.exit(f"wrk saw {errors.group(1)} error responses")
-print(f"{rps:.0f} {p99:.2f} {mib:.1f}")
+print(f"{rps:.0f} {p99:.2f} {mib:.1f} {p50:.3f}")
 EOF
 }
 cat > "$WORK/session.lua" <<EOF
@@ -116,10 +118,28 @@ echo "running benchmarks ($DURATION each)..." >&2
 read -r FLOOR_RPS FLOOR_P99 _ < <(run_wrk 64 "http://127.0.0.1:$FP/")
 read -r CFI_RPS CFI_P99 _ < <(run_wrk 64 "$CFI_URL")
 read -r VS_RPS VS_P99 _ < <(run_wrk 64 "http://127.0.0.1:$WP/api/v4/file/viewerSession" "$WORK/session.lua")
-read -r NG256_RPS _ NG256_MIB < <(run_wrk 16 "http://127.0.0.1:$NP/256k.docx")
-read -r GF256_RPS _ GF256_MIB < <(run_wrk 16 "http://127.0.0.1:$WP/wopi/files/$FID256/contents?access_token=$TOKEN256")
-read -r _ _ NGBIG_MIB < <(run_wrk 4 "http://127.0.0.1:$NP/big.docx")
-read -r _ _ GFBIG_MIB < <(run_wrk 4 "http://127.0.0.1:$WP/wopi/files/$FIDBIG/contents?access_token=$TOKENBIG")
+read -r NG256_RPS _ NG256_MIB _ < <(run_wrk 16 "http://127.0.0.1:$NP/256k.docx")
+read -r GF256_RPS _ GF256_MIB _ < <(run_wrk 16 "http://127.0.0.1:$WP/wopi/files/$FID256/contents?access_token=$TOKEN256")
+read -r _ _ NGBIG_MIB _ < <(run_wrk 4 "http://127.0.0.1:$NP/big.docx")
+read -r _ _ GFBIG_MIB _ < <(run_wrk 4 "http://127.0.0.1:$WP/wopi/files/$FIDBIG/contents?access_token=$TOKENBIG")
+
+# CheckFileInfo on one connection, alone and while 32 clients send wrong share passwords (the
+# rate limit is lifted for this instance, so every guess really runs Argon2).
+mkdir -p "$DATA/.wopigate/objects/shares"
+printf '{"owner":"u1","path":"doc.docx","password_hash":"%s"}' "$(printf '%s' 'right' | "$BIN" hash-password)" \
+  > "$DATA/.wopigate/objects/shares/pw.json"
+cat > "$WORK/guess.lua" <<EOF
+wrk.method = "PUT"
+wrk.body = '{"uri":"cloudreve://pw:wrong@share/","viewer_id":"$VIEWER","preferred_action":"view"}'
+wrk.headers["Content-Type"] = "application/json"
+EOF
+read -r _ _ _ CFI_ALONE_P50 < <(run_wrk 1 "$CFI_URL")
+wrk -t1 -c32 -d"$DURATION" -s "$WORK/guess.lua" "http://127.0.0.1:$WP/api/v4/file/viewerSession" > "$WORK/guess.out" &
+GUESS=$!
+sleep 0.5
+read -r _ _ _ CFI_ATTACK_P50 < <(run_wrk 1 "$CFI_URL")
+wait "$GUESS"
+GUESSES=$(awk '/Requests\/sec/ {print $2}' "$WORK/guess.out")
 
 # Peak memory around a 1 GiB GetFile and PutFile, in a fresh process.
 kill "$WPID"; wait "$WPID" 2>/dev/null || true
@@ -156,6 +176,7 @@ RESULT=$(cat <<EOF
 |---|---|---|---|---|
 | CheckFileInfo req/s (${CFI_SIZE}-byte JSON) | $CFI_RPS | $FLOOR_RPS (bare actix, same body size) | $(ratio "$CFI_RPS" "$FLOOR_RPS") | ≥ 60% |
 | CheckFileInfo p99 latency | $CFI_P99 ms | $FLOOR_P99 ms | $(python3 -c "print(f'{$CFI_P99 / $FLOOR_P99:.1f}×')") | |
+| CheckFileInfo p50, 1 connection, while 32 clients send wrong share passwords ($GUESSES guesses/s checked) | $CFI_ATTACK_P50 ms | $CFI_ALONE_P50 ms (no attack) | $(python3 -c "print(f'{$CFI_ATTACK_P50 / $CFI_ALONE_P50:.1f}×')") | < 20 ms |
 | viewerSession req/s | $VS_RPS | $FLOOR_RPS (bare actix) | $(ratio "$VS_RPS" "$FLOOR_RPS") | |
 | viewerSession p99 latency | $VS_P99 ms | $FLOOR_P99 ms | $(python3 -c "print(f'{$VS_P99 / $FLOOR_P99:.1f}×')") | |
 | GetFile 256 KiB req/s | $GF256_RPS ($GF256_MIB MiB/s) | $NG256_RPS ($NG256_MIB MiB/s, nginx) | $(ratio "$GF256_MIB" "$NG256_MIB") | |
