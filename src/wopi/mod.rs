@@ -313,7 +313,7 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         is_anonymous_user: s.claims.anon,
         user_can_write: writable,
         read_only: !writable,
-        user_can_rename: writable,
+        user_can_rename: may_rename(s, &key),
         user_can_not_write_relative: !may_create,
         supports_update: true,
         supports_locks: true,
@@ -495,6 +495,7 @@ where
         // body streamed in). The lock may have changed too; the content is written only if
         // nobody else wrote meanwhile (compare-and-set on the version read above).
         let (guard, key) = hold(app, &s.claims.fid).await?;
+        still_editable(app, s, &key).await?;
         check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
         let committed = app.store.commit(&guard, &staged, &key, Precondition::Version(meta.version)).await;
         guard.release().await;
@@ -594,6 +595,18 @@ async fn relative_folder(app: &AppState, s: &FileSession) -> Result<Option<FileK
     Ok((s.scope.rights(&folder).level == Level::Edit).then_some(folder))
 }
 
+/// Whether the session may still edit `target` (a file to write, or a folder to create in), from
+/// the share as it is now: an upload can take long, and the share may have been revoked or
+/// made read-only while its body arrived.
+async fn still_editable(app: &AppState, s: &FileSession, target: &FileKey) -> Result<(), WopiError> {
+    let scope = app.policy.scope(principal(&s.claims), Freshness::Fresh, app.clock.now()).await.map_err(policy_error)?;
+    if scope.rights(target).capped(token_level(&s.claims)).level == Level::Edit {
+        Ok(())
+    } else {
+        Err(WopiError::Unauthorized("this session may no longer change the file (its share changed or is gone)".into()))
+    }
+}
+
 fn policy_error(e: PolicyError) -> WopiError {
     match e {
         PolicyError::Store(e) => e.into(),
@@ -674,7 +687,10 @@ where
     };
     let source_time = wopi_time(current_meta(app, s).await?.1.modified);
     let staged = stage(app, body).await?;
-    let created = save_relative(app, &folder, &staged, target).await;
+    let created = match still_editable(app, s, &folder).await {
+        Ok(()) => save_relative(app, &folder, &staged, target).await,
+        Err(e) => Err(e),
+    };
     if created.is_err() {
         app.store.discard(staged).await;
     }
@@ -782,6 +798,10 @@ fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, level: Level) ->
     app.tokens.mint(grant, Utc::now().timestamp(), Some(claims.exp)).map_err(|_| WopiError::Token)
 }
 
+fn may_rename(s: &FileSession, key: &FileKey) -> bool {
+    s.can_write() && s.scope.rights(&FileKey { owner: key.owner.clone(), path: key.path.parent() }).level == Level::Edit
+}
+
 /// RenameFile's answer: the name used (without extension) and the file's time (Collabora reads
 /// it after a rename).
 #[derive(Serialize)]
@@ -802,6 +822,11 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     }
     // Under the file's guard, from where the file is now (another rename may have moved it).
     let (guard, key) = hold(app, &s.claims.fid).await?;
+    // A rename writes a name into the folder: it needs the right to create there, else taken
+    // names would show (a single shared file's visitor would learn what its folder holds).
+    if !may_rename(s, &key) {
+        return Err(WopiError::Unauthorized("renaming needs the right to create files in the folder".into()));
+    }
     let current = app.locks.current(&s.claims.fid, app.clock.now()).await?;
     if !current.is_empty() && lock.is_none_or(|l| l.as_bytes() != current.as_bytes()) {
         return Err(WopiError::LockConflict { current, reason: "the file is locked with another lock id" });
@@ -901,6 +926,11 @@ pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Op
         let uri = FileUri { fs: without_password(uri.fs), path: uri.path };
         let passwords = app.passwords.for_client(None);
         let access = app.policy.open(&caller, &uri, None, claims.shr.as_deref(), now, &passwords).await.map_err(policy_error)?;
+        // Only an existing file the caller may reach gets an id (ids are store records: a
+        // visitor must not be able to make them for names that do not exist).
+        if access.rights.level == Level::None || !matches!(store.stat(&access.key).await?, Some(Entry::File(_))) {
+            return Err(WopiError::NotFound);
+        }
         let id = ids::file_id(store, &access.key).await?;
         (id, access.key, access.share, access.rights)
     } else {

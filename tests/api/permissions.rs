@@ -131,24 +131,28 @@ async fn renames_keep_shares_working() {
     app.put_share("edit1", json!({"owner": "owner", "path": "Docs/shared.docx", "editable": true}));
     app.put_share("team", json!({"owner": "owner", "path": "Team", "editable": true}));
 
-    // A visitor renames the shared file; the share follows it.
+    // The owner renames the shared file; the share follows it.
     let s = Session::from_envelope(&app.open_anonymous("cloudreve://edit1@share/", "edit").await);
     let manifest: Value = serde_json::from_slice(&std::fs::read(app.data.join(".wopigate/objects/shares/edit1.json")).unwrap()).unwrap();
     assert_eq!(manifest["target"], s.fid.as_str(), "the manifest now names the file by id");
-    let r = app.op(&s, "RENAME_FILE").header("X-WOPI-RequestedName", "renamed").send().await.unwrap();
-    assert_eq!(r.status(), 200);
-    assert!(app.data.join("owner/Docs/renamed.docx").exists());
+    let own = app.session_for("owner", "cloudreve://my/Docs/shared.docx", "edit").await;
+    assert_eq!(app.op(&own, "RENAME_FILE").header("X-WOPI-RequestedName", "final").send().await.unwrap().status(), 200);
+    assert!(app.data.join("owner/Docs/final.docx").exists());
+    assert_eq!(app.info(&s).await["BaseFileName"], "final.docx", "open sessions keep working");
     let again = Session::from_envelope(&app.open_anonymous("cloudreve://edit1@share/", "edit").await);
     assert_eq!(again.fid, s.fid);
-    assert_eq!(app.info(&again).await["BaseFileName"], "renamed.docx");
-    // The owner renames it too.
-    let own = app.session_for("owner", "cloudreve://my/Docs/renamed.docx", "edit").await;
-    assert_eq!(app.op(&own, "RENAME_FILE").header("X-WOPI-RequestedName", "final").send().await.unwrap().status(), 200);
-    assert_eq!(app.info(&s).await["BaseFileName"], "final.docx", "open sessions keep working");
-    assert_code(&app.open_anonymous("cloudreve://edit1@share/", "edit").await, 0);
+    // Its visitor may not rename it: that would tell which names its folder holds.
+    assert_eq!(app.info(&s).await["UserCanRename"], false);
+    app.put_file("owner", "Docs/secret.docx", b"s");
+    for name in ["secret", "nothing-there"] {
+        let r = app.op(&s, "RENAME_FILE").header("X-WOPI-RequestedName", name).send().await.unwrap();
+        assert_eq!(r.status(), 401, "{name}");
+    }
+    assert!(app.data.join("owner/Docs/final.docx").exists());
 
-    // Inside a shared folder: renaming a file keeps the folder share and the file reachable.
+    // Inside a shared folder a visitor may rename: the share and the file stay reachable.
     let inside = Session::from_envelope(&app.open_anonymous("cloudreve://team@share/inside.docx", "edit").await);
+    assert_eq!(app.info(&inside).await["UserCanRename"], true);
     assert_eq!(app.op(&inside, "RENAME_FILE").header("X-WOPI-RequestedName", "moved").send().await.unwrap().status(), 200);
     assert_code(&app.open_anonymous("cloudreve://team@share/moved.docx", "edit").await, 0);
     assert_eq!(app.info(&inside).await["BaseFileName"], "moved.docx");
@@ -289,4 +293,68 @@ async fn save_as_in_the_parent_folder_needs_a_create_grant_there_now() {
         )
         .await;
     assert_code(&e, 40001);
+}
+
+/// A request body sent in two parts, the second only when `go` fires.
+fn held_body(first: &'static [u8], rest: &'static [u8]) -> (reqwest::Body, tokio::sync::oneshot::Sender<()>) {
+    use futures_util::StreamExt;
+    let (go, wait) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures_util::stream::once(async move { Ok::<_, std::io::Error>(bytes::Bytes::from_static(first)) }).chain(
+        futures_util::stream::once(async move {
+            let _ = wait.await;
+            Ok::<_, std::io::Error>(bytes::Bytes::from_static(rest))
+        }),
+    );
+    (reqwest::Body::wrap_stream(stream), go)
+}
+
+#[tokio::test]
+async fn an_upload_started_before_a_share_is_revoked_does_not_land() {
+    let app = spawn_app().await;
+    app.put_file("owner", "Team/doc.docx", b"v1");
+    app.put_share("late", json!({"owner": "owner", "path": "Team", "editable": true}));
+    let s = Session::from_envelope(&app.open_anonymous("cloudreve://late@share/doc.docx", "edit").await);
+    assert_eq!(app.lock(&s, "L").await.status(), 200);
+    let manifest = app.data.join(".wopigate/objects/shares/late.json");
+    let editable = std::fs::read(&manifest).unwrap();
+
+    for revoke in ["read-only", "deleted"] {
+        std::fs::write(&manifest, &editable).unwrap();
+        let before = snapshot(&app.data.join("owner"));
+        let (put_body, put_go) = held_body(b"start ", b"after the revoke");
+        let put = app.put(&s, put_body).header("X-WOPI-Lock", "L").send();
+        let (rel_body, rel_go) = held_body(b"start ", b"after the revoke");
+        let relative = app.op(&s, "PUT_RELATIVE").header("X-WOPI-RelativeTarget", "planted.docx").body(rel_body).send();
+        let (put, relative, ()) = tokio::join!(put, relative, async {
+            tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+            if revoke == "deleted" {
+                std::fs::remove_file(&manifest).unwrap();
+            } else {
+                let mut m: Value = serde_json::from_slice(&editable).unwrap();
+                m["editable"] = json!(false);
+                std::fs::write(&manifest, m.to_string()).unwrap();
+            }
+            let _ = put_go.send(());
+            let _ = rel_go.send(());
+        });
+        assert_eq!(put.unwrap().status(), 401, "{revoke}: PutFile");
+        assert_eq!(relative.unwrap().status(), 401, "{revoke}: PutRelativeFile");
+        assert_eq!(std::fs::read(app.data.join("owner/Team/doc.docx")).unwrap(), b"v1", "{revoke}");
+        assert_eq!(snapshot(&app.data.join("owner")), before, "{revoke}: nothing planted");
+    }
+}
+
+#[tokio::test]
+async fn get_file_wopi_src_makes_no_ids_for_names_that_do_not_exist() {
+    let app = spawn_app().await;
+    app.put_file("owner", "Team/a.docx", b"x");
+    app.put_share("view", json!({"owner": "owner", "path": "Team"}));
+    let s = Session::from_envelope(&app.open_anonymous("cloudreve://view@share/a.docx", "view").await);
+    let ids = app.data.join(".wopigate/objects/ids");
+    let before = std::fs::read_dir(&ids).unwrap().count();
+    for i in 0..20 {
+        let r = app.wopi_src(&s.token, &format!("cloudreve://view@share/nothing-{i}.docx")).await;
+        assert_eq!(r.status(), 404);
+    }
+    assert_eq!(std::fs::read_dir(&ids).unwrap().count(), before, "a visitor cannot grow the store with id records");
 }

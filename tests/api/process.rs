@@ -285,6 +285,8 @@ fn uris_with_a_password(password: &str) -> Vec<String> {
         format!("cloudreve://PWsec:{password}"),
         format!("cloudreve://PWsec:{password}/"),
         format!("cloudreve://PWsec:{password}/a.docx"),
+        // A password with an unencoded slash: the authority ends early.
+        format!("cloudreve://PWsec:{password}/more@share/a.docx"),
         format!("cloudreve://PWsec:{password}@shar/a.docx"),
         format!("cloudreve://PWsec:{password}@trash/a.docx"),
         format!("cloudreve://PWsec:{password}@my/a.docx"),
