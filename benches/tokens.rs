@@ -25,13 +25,13 @@ fn grant() -> Grant {
         sub: "u1234567".into(),
         name: "Ada Lovelace".into(),
         anon: false,
-        uri: "cloudreve://u1234567@my/Team/Quarterly%20Report.docx".into(),
         fid: "dqZA8dEC9pZqVgAxzk2kWA".into(),
         ver: String::new(),
         act: Action::Edit,
         vid: Uuid::new_v4(),
         ext: None,
-        par: None,
+        shr: None,
+        pid: None,
     }
 }
 
