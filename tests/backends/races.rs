@@ -36,7 +36,7 @@ struct Rig {
 
 impl Rig {
     async fn local() -> Rig {
-        let client = reqwest::Client::new();
+        let client = test_client();
         let data = tempfile::tempdir().unwrap();
         let mut replicas = Vec::new();
         for _ in 0..2 {
@@ -53,7 +53,7 @@ impl Rig {
         admin_env.push(("WOPIGATE_LOCKS".into(), "redis".into()));
         admin_env.push(("WOPIGATE_REDIS_URL".into(), cluster.redis.url()));
         let (bucket, prefix) = (cluster.bucket(), cluster.prefix.clone());
-        Some(Rig { replicas, files: Files::S3 { bucket, prefix, _cluster: Box::new(cluster) }, admin_env, client: reqwest::Client::new() })
+        Some(Rig { replicas, files: Files::S3 { bucket, prefix, _cluster: Box::new(cluster) }, admin_env, client: test_client() })
     }
 
     fn local_path(dir: &Path, rel: &str) -> PathBuf {
@@ -172,6 +172,12 @@ impl Rig {
         let key = wopigate::store::FileKey { owner: owner.into(), path: wopigate::uri::RelPath::parse_plain(path).unwrap() };
         wopigate::admin::put(&config, &key, content).await.is_ok()
     }
+}
+
+/// Idle connections are dropped before the server's keep-alive (5 s) would close them: a request
+/// sent on a connection the server is closing fails on the client side, not in wopigate.
+fn test_client() -> reqwest::Client {
+    reqwest::Client::builder().pool_idle_timeout(Duration::from_secs(2)).build().unwrap()
 }
 
 /// Runs `a` and `b` concurrently, each after its own random delay of 0–5 ms.
