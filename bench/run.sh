@@ -66,7 +66,7 @@ print(f"{h}.{c}.{s}")
 EOF
 )
 session() { # file -> "token fid"
-  curl -fs -X PUT "http://127.0.0.1:$WP/api/v4/file/viewerSession" -H "Authorization: Bearer $JWT" \
+  curl -fs -X PUT "http://127.0.0.1:$WP/api/v4/file/viewerSession" -H "Authorization: Bearer $JWT" -H "Content-Type: application/json" \
     -d "{\"uri\":\"cloudreve://my/$1\",\"viewer_id\":\"$VIEWER\",\"preferred_action\":\"edit\"}" |
     python3 -c 'import sys,json,base64; e=json.load(sys.stdin); e["code"] == 0 or sys.exit(f"viewerSession failed: {e}"); t=e["data"]["session"]["access_token"]; print(t, json.loads(base64.urlsafe_b64decode(t.split(".")[1]+"=="))["fid"])'
 }
