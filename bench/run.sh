@@ -88,8 +88,9 @@ nginx -c "$WORK/nginx.conf" -p "$WORK"; wait_up "$NP" /256k.docx
 
 # wrk: requests/s, p99 latency (ms) and transfer (MiB/s) of one run.
 run_wrk() { # connections url [script]
-  local out
-  if [ -n "${3:-}" ]; then out=$(wrk -t2 -c"$1" -d"$DURATION" --latency -s "$3" "$2"); else out=$(wrk -t2 -c"$1" -d"$DURATION" --latency "$2"); fi
+  local out threads=2
+  [ "$1" -lt 2 ] && threads=1
+  if [ -n "${3:-}" ]; then out=$(wrk -t$threads -c"$1" -d"$DURATION" --latency -s "$3" "$2"); else out=$(wrk -t$threads -c"$1" -d"$DURATION" --latency "$2"); fi
   python3 - "$out" <<'EOF'
 import re, sys
 t = sys.argv[1]
