@@ -783,6 +783,8 @@ mod tests {
             ("WOPIGATE_SHARE_PASSWORD_CHECKS", "-2"),
             ("WOPIGATE_TRUSTED_PROXIES", "10.0.0.0/33"),
             ("WOPIGATE_TRUSTED_PROXIES", "127.0.0.1, proxy.local"),
+            ("WOPIGATE_SHARE_CACHE_SECS", "61"),
+            ("WOPIGATE_SHARE_CACHE_SECS", "soon"),
             ("WOPIGATE_STALE_UPLOAD_SECS", "0"),
             ("WOPIGATE_STALE_UPLOAD_SECS", "an hour"),
         ];
