@@ -206,11 +206,6 @@ impl Policy {
         Ok(Scope { user: who.user.map(str::to_string), share })
     }
 
-    /// The grant of `who` for one file or folder.
-    pub async fn rights(&self, who: Principal<'_>, target: &FileKey, fresh: Freshness, now: DateTime<Utc>) -> Result<Rights, PolicyError> {
-        Ok(self.scope(who, fresh, now).await?.rights(target))
-    }
-
     /// Resolves `uri` for `caller` through every check of its file system (ownership; a share's
     /// expiry, password, anonymous rule and purchase ticket). `admitted` names a share the caller
     /// already passed (the share of a presented token), whose password is not asked again.

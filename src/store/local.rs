@@ -224,6 +224,21 @@ fn rename_durable(from: &Path, to: &Path) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Moves `from` to `to` only if `to` does not exist (`Conflict` if it does): link() refuses an
+/// existing name, then the old name goes; the folder entry is flushed.
+fn move_without_replacing(from: &Path, to: &Path) -> Result<(), StoreError> {
+    match std::fs::hard_link(from, to) {
+        Ok(()) => {}
+        Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Conflict),
+        Err(e) => return Err(e.into()),
+    }
+    std::fs::remove_file(from)?;
+    if let Some(parent) = to.parent() {
+        File::open(parent)?.sync_all()?;
+    }
+    Ok(())
+}
+
 /// Removes the files in `dir` not modified for `older_than`: left by a crashed upload (an
 /// upload in progress touches its file with every chunk). Returns how many.
 fn remove_stale_temp_files(dir: &Path, older_than: Duration) -> std::io::Result<usize> {
@@ -454,17 +469,9 @@ impl Store for LocalStore {
             }
             OpenOptions::new().write(true).open(&temp)?.set_modified(modified)?;
             if current.is_none() {
-                // Create: link() refuses a name that appeared meanwhile (another file renamed
-                // onto it), where rename() would replace it.
-                match std::fs::hard_link(&temp, &target) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Conflict),
-                    Err(e) => return Err(e.into()),
-                }
-                std::fs::remove_file(&temp)?;
-                if let Some(parent) = target.parent() {
-                    File::open(parent)?.sync_all()?;
-                }
+                // Create: a name that appeared meanwhile (another file renamed onto it) is
+                // refused, where rename() would replace it.
+                move_without_replacing(&temp, &target)?;
             } else {
                 rename_durable(&temp, &target)?;
             }
@@ -485,17 +492,7 @@ impl Store for LocalStore {
         blocking(move || {
             let source = paths.existing(&from)?.ok_or(StoreError::NotFound)?;
             let target = paths.writable(&to)?;
-            // link() refuses an existing target: a rename that never overwrites.
-            match std::fs::hard_link(&source, &target) {
-                Ok(()) => {}
-                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Conflict),
-                Err(e) => return Err(e.into()),
-            }
-            std::fs::remove_file(&source)?;
-            if let Some(parent) = target.parent() {
-                File::open(parent)?.sync_all()?;
-            }
-            Ok(())
+            move_without_replacing(&source, &target)
         })
         .await
     }

@@ -108,6 +108,14 @@ fn token_level(claims: &AccessClaims) -> Level {
     }
 }
 
+/// What a token's user may do with `target` now (policy over the store's state), capped by
+/// what the token itself allows; and the scope it was decided in.
+async fn token_rights(app: &AppState, claims: &AccessClaims, target: &FileKey, fresh: Freshness) -> Result<(Scope, Rights), WopiError> {
+    let scope = app.policy.scope(principal(claims), fresh, app.clock.now()).await.map_err(policy_error)?;
+    let rights = scope.rights(target).capped(token_level(claims));
+    Ok((scope, rights))
+}
+
 /// The URL a client called, as it signed it: public base + the raw path and query.
 pub struct CalledUrl<'a> {
     pub path_and_query: &'a str,
@@ -147,8 +155,7 @@ pub async fn authorize(
 /// do now. `fresh`: whether a share manifest must be re-read (see `policy::Freshness`).
 pub async fn open(app: &AppState, token: String, claims: AccessClaims, fresh: Freshness) -> Result<FileSession, WopiError> {
     let key = ids::resolve(app.store.as_ref(), &claims.fid).await?.ok_or(WopiError::NotFound)?;
-    let scope = app.policy.scope(principal(&claims), fresh, app.clock.now()).await.map_err(policy_error)?;
-    let rights = scope.rights(&key).capped(token_level(&claims));
+    let (scope, rights) = token_rights(app, &claims, &key, fresh).await?;
     if rights.level == Level::None {
         return Err(WopiError::Unauthorized("this session no longer has access to the file (its share changed or is gone)".into()));
     }
@@ -599,8 +606,7 @@ async fn relative_folder(app: &AppState, s: &FileSession) -> Result<Option<FileK
 /// the share as it is now: an upload can take long, and the share may have been revoked or
 /// made read-only while its body arrived.
 async fn still_editable(app: &AppState, s: &FileSession, target: &FileKey) -> Result<(), WopiError> {
-    let scope = app.policy.scope(principal(&s.claims), Freshness::Fresh, app.clock.now()).await.map_err(policy_error)?;
-    if scope.rights(target).capped(token_level(&s.claims)).level == Level::Edit {
+    if token_rights(app, &s.claims, target, Freshness::Fresh).await?.1.level == Level::Edit {
         Ok(())
     } else {
         Err(WopiError::Unauthorized("this session may no longer change the file (its share changed or is gone)".into()))
@@ -936,7 +942,7 @@ pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Op
     } else {
         let file_id = file_id_from_url(app, claims, native).ok_or(WopiError::NotFound)?;
         let key = ids::resolve(store, &file_id).await?.ok_or(WopiError::NotFound)?;
-        let rights = app.policy.rights(principal(claims), &key, Freshness::Fresh, now).await.map_err(policy_error)?;
+        let (_, rights) = token_rights(app, claims, &key, Freshness::Fresh).await?;
         (file_id, key, claims.shr.clone(), rights)
     };
     match store.stat(&key).await? {
