@@ -68,7 +68,7 @@ EOF
 session() { # file -> "token fid"
   curl -fs -X PUT "http://127.0.0.1:$WP/api/v4/file/viewerSession" -H "Authorization: Bearer $JWT" -H "Content-Type: application/json" \
     -d "{\"uri\":\"cloudreve://my/$1\",\"viewer_id\":\"$VIEWER\",\"preferred_action\":\"edit\"}" |
-    python3 -c 'import sys,json,base64; e=json.load(sys.stdin); e["code"] == 0 or sys.exit(f"viewerSession failed: {e}"); t=e["data"]["session"]["access_token"]; print(t, json.loads(base64.urlsafe_b64decode(t.split(".")[1]+"=="))["fid"])'
+    python3 -c 'import sys,json,urllib.parse as u; e=json.load(sys.stdin); e["code"] == 0 or sys.exit(f"viewerSession failed: {e}"); q=u.parse_qs(u.urlparse(e["data"]["wopi_src"]).query); src=next(v[0] for k,v in q.items() if k.lower()=="wopisrc"); print(e["data"]["session"]["access_token"], src.rsplit("/", 1)[1])'
 }
 read -r TOKEN FID < <(session doc.docx)
 read -r TOKEN256 FID256 < <(session 256k.docx)

@@ -29,7 +29,7 @@ fn grant() -> Grant {
         ver: String::new(),
         act: Action::Edit,
         vid: Uuid::new_v4(),
-        ext: None,
+        profile: false,
         shr: None,
         pid: None,
     }

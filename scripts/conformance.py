@@ -13,6 +13,7 @@ import base64
 import hashlib
 import hmac
 import json
+import urllib.parse
 import os
 import socket
 import subprocess
@@ -134,10 +135,12 @@ def run(name: str, binary: str, validator: str, signed: bool, backend_env: dict)
             proc = subprocess.Popen([binary], env=env, stdout=log, stderr=subprocess.STDOUT)
             try:
                 wait_healthy(port, proc)
-                session = open_session(port)["session"]
+                data = open_session(port)
+                session = data["session"]
                 token = session["access_token"]
-                claims = json.loads(base64.urlsafe_b64decode(token.split(".")[1] + "=="))
-                wopisrc = f"http://127.0.0.1:{port}/wopi/files/{claims['fid']}"
+                # The action URL carries the WOPISrc (tokens are opaque: nothing to read in them).
+                query = urllib.parse.parse_qs(urllib.parse.urlparse(data["wopi_src"]).query)
+                wopisrc = next(v[0] for k, v in query.items() if k.lower() == "wopisrc")
                 report = os.path.join(tmp, "report.json")
                 print(f"\n== conformance run '{name}' ({'signed' if signed else 'unsigned'}), WOPISrc {wopisrc}", flush=True)
                 result = subprocess.run(

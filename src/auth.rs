@@ -7,6 +7,7 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{CallerJwtConfig, CallerKey, ConfigError};
+use crate::token::MAX_USER_ID;
 use crate::uri::is_valid_id;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,10 +25,11 @@ pub struct UserExtra {
     pub mail: Option<String>,
 }
 
-/// Longest avatar URL or address carried in tokens (they ride in URLs; keep them short).
+/// Longest avatar URL or address kept (longer ones are left out).
 const MAX_EXTRA_LEN: usize = 512;
-/// Display names are cut to this many characters: they ride in every token.
-pub const MAX_NAME_CHARS: usize = 64;
+/// Display names are kept to this many characters (tokens carry a shorter cut; see
+/// `token::NAME_BYTES`).
+pub const MAX_NAME_CHARS: usize = 256;
 
 impl Caller {
     pub fn user_id(&self) -> Option<&str> {
@@ -101,8 +103,8 @@ impl CallerVerifier {
                 _ => AuthError::Invalid(describe(&e)),
             })?
             .claims;
-        if !is_valid_id(&claims.sub) {
-            return Err(AuthError::Invalid("sub must be 1-128 characters of A-Z a-z 0-9 - _".into()));
+        if !is_valid_id(&claims.sub) || claims.sub.len() > MAX_USER_ID {
+            return Err(AuthError::Invalid(format!("sub must be 1-{MAX_USER_ID} characters of A-Z a-z 0-9 - _")));
         }
         let name = [claims.name, claims.nick, claims.preferred_username]
             .into_iter()

@@ -19,6 +19,7 @@ pub mod store;
 pub mod telemetry;
 pub mod token;
 pub mod uri;
+pub mod users;
 pub mod utf7;
 pub mod wopi;
 

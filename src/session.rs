@@ -15,6 +15,7 @@ use crate::state::AppState;
 use crate::store::{ids, Entry, FileMeta, StoreError};
 use crate::token::{Action, Grant, TokenError};
 use crate::uri::{FileUri, UriError};
+use crate::users;
 
 /// The request body, exactly as Cloudreve's API names it.
 #[derive(Debug, Deserialize)]
@@ -122,10 +123,18 @@ pub async fn create(
         .await
         .map_err(SessionError::Discovery)?;
 
-    let (sub, name, anon, ext) = match &caller {
-        Caller::User { id, name, extra } => (id.clone(), name.clone(), false, extra.clone()),
+    let (sub, name, anon, profile) = match &caller {
+        Caller::User { id, name, extra } => {
+            // What a token cannot carry is kept in the user's profile (see `users`).
+            let profile = users::Profile { name: name.clone(), extra: extra.clone().unwrap_or_default() };
+            let stored = profile.needs_storing();
+            if stored {
+                users::save_profile(store, id, &profile).await?;
+            }
+            (id.clone(), name.clone(), false, stored)
+        }
         // Anonymous visitors still need a stable id within the session (co-author lists).
-        Caller::Anonymous => (format!("anon{}", &session_id.simple().to_string()[..12]), "Guest".to_string(), true, None),
+        Caller::Anonymous => (format!("anon{}", &session_id.simple().to_string()[..12]), "Guest".to_string(), true, false),
     };
     let grant = Grant {
         sid: session_id,
@@ -136,7 +145,7 @@ pub async fn create(
         ver: version,
         act: chosen.action,
         vid: viewer.id,
-        ext,
+        profile,
         shr: access.share,
         pid: parent,
     };

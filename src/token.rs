@@ -1,20 +1,26 @@
-//! wopigate's access tokens: self-contained signed JWTs, so any replica can verify any WOPI call
+//! wopigate's access tokens: self-contained and signed, so any replica can verify any WOPI call
 //! without shared session state.
 //!
-//! Tokens are signed with the current key of a key ring and verified with whichever key their
-//! `kid` names; every key's algorithm comes from configuration, so `alg: none` or an HS/RS swap
-//! in the token header is rejected.
+//! A token is `base64url(claims) "." base64url(signature)`: the claims in postcard's compact
+//! binary form, signed (by `jsonwebtoken`'s HS256 or EdDSA) together with the configured audience.
+//! Office for the web takes tokens of at most 1,500 characters; these stay under 512 for any file
+//! and user (see `MAX_TOKEN_CHARS`), where a JSON JWT of the same claims took up to 700. The
+//! algorithm is fixed by configuration (a token names its key by a 4-byte tag, never an
+//! algorithm), so there is no `alg: none` or HS/RS swap to reject.
+//!
+//! JWTs minted by releases before this format (three dot-separated parts) are still accepted
+//! until they expire: a rolling upgrade does not end open sessions.
 
 use std::collections::HashMap;
 use std::io::Write;
 use std::path::Path;
 
 use base64::Engine;
-use jsonwebtoken::{decode, decode_header, encode, Algorithm, DecodingKey, EncodingKey, Header, Validation};
+use jsonwebtoken::{decode, decode_header, Algorithm, DecodingKey, EncodingKey, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
 use uuid::Uuid;
 
-use crate::auth::UserExtra;
 use crate::config::{derived_kid, ConfigError, KeyMaterial, Secret, TokenAlgorithm, TokenConfig, TokenKeyConfig};
 
 /// What a session may do with its file.
@@ -34,32 +40,43 @@ impl Action {
     }
 }
 
-fn is_false(b: &bool) -> bool {
-    !*b
-}
+/// Every token is at most this long, for any file, user and display name (with the longest
+/// ids below and an EdDSA signature; HS256 tokens are 43 characters shorter).
+pub const MAX_TOKEN_CHARS: usize = 512;
+/// Longest user id a token carries (caller JWTs with a longer `sub` are refused).
+pub const MAX_USER_ID: usize = 64;
+/// Longest share id (share URIs with a longer one are refused).
+pub const MAX_SHARE_ID: usize = 32;
+/// Longest file or folder id (wopigate's are all 22 characters: `store::ids`).
+const MAX_FILE_ID: usize = 22;
+/// Longest version id (the longest a store makes is an S3 ETag with a size: 58).
+const MAX_VERSION: usize = 64;
+/// The display name inside a token is cut to this many bytes (whole characters); the full name
+/// is kept in the user's profile (`users::Profile`) and the token says so (`profile`).
+pub const NAME_BYTES: usize = 48;
+/// Longer input is not a token of ours: refused before any decoding.
+const MAX_INPUT_CHARS: usize = 8192;
+const FORMAT: u8 = 1;
 
-/// The claims of an access token. Short names keep the token (and so the URL) short.
+/// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct AccessClaims {
     /// Session id (uuid v4).
     pub sid: Uuid,
     /// User id; for anonymous visitors a per-session pseudonym.
     pub sub: String,
-    /// Display name.
+    /// Display name, at most `NAME_BYTES` bytes.
     pub name: String,
-    #[serde(default, skip_serializing_if = "is_false")]
     pub anon: bool,
+    /// The user's profile (full name, avatar, mail) is stored: CheckFileInfo reads it.
+    pub profile: bool,
     /// File id: the `{id}` of `/wopi/files/{id}`; a token is valid for this file only.
     pub fid: String,
     /// Version the session was opened on; empty = current.
-    #[serde(default, skip_serializing_if = "String::is_empty")]
     pub ver: String,
     pub act: Action,
     /// Viewer (WOPI client) id.
     pub vid: Uuid,
-    /// Avatar and mail of the user, when the caller's JWT had them.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub ext: Option<UserExtra>,
     /// The share the session came through: every call re-checks it (it may have changed).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub shr: Option<String>,
@@ -67,10 +84,9 @@ pub struct AccessClaims {
     /// else the file's own folder.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid: Option<String>,
+    /// Issued at (unix seconds); the token is not valid before.
     pub iat: i64,
-    pub nbf: i64,
     pub exp: i64,
-    pub aud: String,
 }
 
 impl AccessClaims {
@@ -80,18 +96,86 @@ impl AccessClaims {
     }
 }
 
+/// The claims as they travel (postcard: fields in this order, lengths as varints).
+#[derive(Serialize, Deserialize)]
+struct Wire {
+    key: [u8; 4],
+    sid: Uuid,
+    vid: Uuid,
+    sub: String,
+    name: String,
+    anon: bool,
+    profile: bool,
+    fid: String,
+    ver: String,
+    act: Action,
+    shr: Option<String>,
+    pid: Option<String>,
+    iat: i64,
+    ttl: u32,
+}
+
+impl Wire {
+    fn new(key: [u8; 4], c: &AccessClaims) -> Result<Wire, TokenError> {
+        Ok(Wire {
+            key,
+            sid: c.sid,
+            vid: c.vid,
+            sub: c.sub.clone(),
+            name: c.name.clone(),
+            anon: c.anon,
+            profile: c.profile,
+            fid: c.fid.clone(),
+            ver: c.ver.clone(),
+            act: c.act,
+            shr: c.shr.clone(),
+            pid: c.pid.clone(),
+            iat: c.iat,
+            ttl: u32::try_from(c.exp - c.iat).map_err(|_| TokenError::Signing)?,
+        })
+    }
+
+    /// The claims of a token's first part (`None`: not one of ours).
+    fn decode(payload: &str) -> Option<Wire> {
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
+        match bytes.split_first()? {
+            (&FORMAT, body) => postcard::from_bytes(body).ok(),
+            _ => None,
+        }
+    }
+
+    fn claims(self) -> AccessClaims {
+        AccessClaims {
+            sid: self.sid,
+            sub: self.sub,
+            name: self.name,
+            anon: self.anon,
+            profile: self.profile,
+            fid: self.fid,
+            ver: self.ver,
+            act: self.act,
+            vid: self.vid,
+            shr: self.shr,
+            pid: self.pid,
+            iat: self.iat,
+            exp: self.iat + i64::from(self.ttl),
+        }
+    }
+}
+
 /// Everything of a token except its timing, which `TokenKeys::mint` fills in.
 #[derive(Debug, Clone)]
 pub struct Grant {
     pub sid: Uuid,
     pub sub: String,
+    /// Any length: `mint` cuts it to `NAME_BYTES`.
     pub name: String,
     pub anon: bool,
+    pub profile: bool,
     pub fid: String,
     pub ver: String,
     pub act: Action,
     pub vid: Uuid,
-    pub ext: Option<UserExtra>,
     pub shr: Option<String>,
     pub pid: Option<String>,
 }
@@ -104,11 +188,52 @@ pub enum TokenError {
     Invalid(String),
     #[error("could not sign the access token")]
     Signing,
+    #[error("cannot put a {0} that long into an access token")]
+    TooLong(&'static str),
+}
+
+/// The first `max` bytes of `s`, cut at a character boundary.
+pub fn cut(s: &str, max: usize) -> &str {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    &s[..end]
+}
+
+/// Names a key inside tokens: 4 bytes of the SHA-256 of its kid.
+fn key_tag(kid: &str) -> [u8; 4] {
+    let digest = Sha256::digest(kid.as_bytes());
+    [digest[0], digest[1], digest[2], digest[3]]
 }
 
 struct VerifyingKey {
+    kid: String,
     key: DecodingKey,
-    validation: Validation,
+    /// For tokens of the earlier (JWT) format.
+    legacy: Validation,
+}
+
+/// The claims of tokens minted before the compact format; read only to accept them until they
+/// expire.
+#[derive(Deserialize)]
+struct LegacyClaims {
+    sid: Uuid,
+    sub: String,
+    name: String,
+    #[serde(default)]
+    anon: bool,
+    fid: String,
+    #[serde(default)]
+    ver: String,
+    act: Action,
+    vid: Uuid,
+    #[serde(default)]
+    shr: Option<String>,
+    #[serde(default)]
+    pid: Option<String>,
+    nbf: i64,
+    exp: i64,
 }
 
 /// Verified tokens kept before their claims are checked again from scratch: clients present
@@ -121,9 +246,12 @@ pub struct TokenKeys {
     verified: std::sync::Mutex<HashMap<String, AccessClaims>>,
     leeway: i64,
     algorithm: Algorithm,
+    current: [u8; 4],
     current_kid: String,
     signing: EncodingKey,
-    verifying: HashMap<String, VerifyingKey>,
+    verifying: HashMap<[u8; 4], VerifyingKey>,
+    /// Bound into every signature (not carried): a token minted for another audience with the
+    /// same key does not verify here.
     audience: String,
     ttl_secs: i64,
 }
@@ -153,17 +281,26 @@ impl TokenKeys {
                     })?
                 }
             };
-            let mut validation = Validation::new(algorithm);
-            validation.leeway = leeway_secs;
-            validation.validate_nbf = true;
-            validation.set_audience(&[&config.audience]);
-            validation.set_required_spec_claims(&["exp", "nbf", "aud", "sub"]);
-            verifying.insert(key.kid.clone(), VerifyingKey { key: decoding, validation });
+            let mut legacy = Validation::new(algorithm);
+            legacy.leeway = leeway_secs;
+            legacy.validate_nbf = true;
+            legacy.set_audience(&[&config.audience]);
+            legacy.set_required_spec_claims(&["exp", "nbf", "aud", "sub"]);
+            let entry = VerifyingKey { kid: key.kid.clone(), key: decoding, legacy };
+            if let Some(other) = verifying.insert(key_tag(&key.kid), entry) {
+                if other.kid != key.kid {
+                    return Err(ConfigError::new(
+                        "WOPIGATE_TOKEN_OLD_KEYS",
+                        format!("key ids '{}' and '{}' share a token tag: rename one", other.kid, key.kid),
+                    ));
+                }
+            }
         }
         let keys = TokenKeys {
             verified: std::sync::Mutex::new(HashMap::new()),
             leeway: leeway_secs as i64,
             algorithm,
+            current: key_tag(&current.kid),
             current_kid: current.kid.clone(),
             signing,
             verifying,
@@ -181,11 +318,11 @@ impl TokenKeys {
             sub: "probe".into(),
             name: String::new(),
             anon: false,
+            profile: false,
             fid: String::new(),
             ver: String::new(),
             act: Action::View,
             vid: Uuid::nil(),
-            ext: None,
             shr: None,
             pid: None,
         };
@@ -201,34 +338,62 @@ impl TokenKeys {
         self.ttl_secs
     }
 
+    /// The id of the key new tokens are signed with.
+    pub fn current_kid(&self) -> &str {
+        &self.current_kid
+    }
+
+    /// What is signed: the audience, then the encoded claims.
+    fn signed_message(&self, payload: &str) -> Vec<u8> {
+        let mut message = Vec::with_capacity(16 + self.audience.len() + payload.len());
+        message.extend_from_slice(b"wopigate/1\n");
+        message.extend_from_slice(self.audience.as_bytes());
+        message.push(b'\n');
+        message.extend_from_slice(payload.as_bytes());
+        message
+    }
+
     /// Signs a token valid from `now` for the configured lifetime, or until `cap` (a unix time)
     /// when that is earlier: tokens minted from another token never outlive it.
     pub fn mint(&self, grant: Grant, now: i64, cap: Option<i64>) -> Result<(String, AccessClaims), TokenError> {
         let mut exp = now + self.ttl_secs;
         if let Some(cap) = cap {
-            exp = exp.min(cap);
+            exp = exp.min(cap).max(now);
+        }
+        let too_long = |value: Option<&str>, max: usize| value.is_some_and(|v| v.len() > max);
+        for (field, value, max) in [
+            ("user id", Some(grant.sub.as_str()), MAX_USER_ID),
+            ("file id", Some(grant.fid.as_str()), MAX_FILE_ID),
+            ("version", Some(grant.ver.as_str()), MAX_VERSION),
+            ("share id", grant.shr.as_deref(), MAX_SHARE_ID),
+            ("folder id", grant.pid.as_deref(), MAX_FILE_ID),
+        ] {
+            if too_long(value, max) {
+                return Err(TokenError::TooLong(field));
+            }
         }
         let claims = AccessClaims {
             sid: grant.sid,
             sub: grant.sub,
-            name: grant.name,
+            name: cut(&grant.name, NAME_BYTES).to_string(),
             anon: grant.anon,
+            profile: grant.profile,
             fid: grant.fid,
             ver: grant.ver,
             act: grant.act,
             vid: grant.vid,
-            ext: grant.ext,
             shr: grant.shr,
             pid: grant.pid,
             iat: now,
-            nbf: now,
             exp,
-            aud: self.audience.clone(),
         };
-        let mut header = Header::new(self.algorithm);
-        header.kid = Some(self.current_kid.clone());
-        let token = encode(&header, &claims, &self.signing).map_err(|_| TokenError::Signing)?;
-        Ok((token, claims))
+        let wire = Wire::new(self.current, &claims)?;
+        let mut bytes = vec![FORMAT];
+        bytes.extend(postcard::to_allocvec(&wire).map_err(|_| TokenError::Signing)?);
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let signature = jsonwebtoken::crypto::sign(&self.signed_message(&payload), &self.signing, self.algorithm)
+            .map_err(|_| TokenError::Signing)?;
+        Ok((format!("{payload}.{signature}"), claims))
     }
 
     /// Verifies a token: from the cache of verified tokens when it is there and still within
@@ -237,7 +402,7 @@ impl TokenKeys {
         let now = chrono::Utc::now().timestamp();
         let cached = self.verified.lock().ok().and_then(|cache| cache.get(token).cloned());
         if let Some(claims) = cached {
-            if claims.exp + self.leeway > now && claims.nbf - self.leeway <= now {
+            if self.within_validity(&claims, now).is_ok() {
                 return Ok(claims);
             }
         }
@@ -251,30 +416,84 @@ impl TokenKeys {
         Ok(claims)
     }
 
+    fn within_validity(&self, claims: &AccessClaims, now: i64) -> Result<(), TokenError> {
+        if claims.exp + self.leeway <= now {
+            return Err(TokenError::Expired);
+        }
+        if claims.iat - self.leeway > now {
+            return Err(TokenError::Invalid("not valid yet".into()));
+        }
+        Ok(())
+    }
+
     /// The full check, without the cache.
     pub fn verify_signature(&self, token: &str) -> Result<AccessClaims, TokenError> {
-        let only_key = (self.verifying.len() == 1).then(|| self.verifying.values().next()).flatten();
-        let key = match only_key {
-            // One key: its signature decides; reading the header first would only repeat work.
-            Some(key) => key,
-            None => {
-                let header = decode_header(token).map_err(|e| TokenError::Invalid(crate::auth::describe(&e)))?;
-                let kid = header.kid.ok_or_else(|| TokenError::Invalid("no key id (kid)".into()))?;
-                self.verifying
-                    .get(&kid)
-                    .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?
-            }
-        };
-        let data = decode::<AccessClaims>(token, &key.key, &key.validation).map_err(|e| match e.kind() {
+        if token.len() > MAX_INPUT_CHARS {
+            return Err(TokenError::Invalid("too long to be an access token".into()));
+        }
+        match token.bytes().filter(|&b| b == b'.').count() {
+            1 => self.verify_compact(token),
+            2 => self.verify_legacy(token),
+            _ => Err(TokenError::Invalid("not a well-formed access token".into())),
+        }
+    }
+
+    fn verify_compact(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let malformed = || TokenError::Invalid("not a well-formed access token".into());
+        let (payload, signature) = token.split_once('.').ok_or_else(malformed)?;
+        let wire = Wire::decode(payload).ok_or_else(malformed)?;
+        let key = self
+            .verifying
+            .get(&wire.key)
+            .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?;
+        let good = jsonwebtoken::crypto::verify(signature, &self.signed_message(payload), &key.key, self.algorithm)
+            .map_err(|_| malformed())?;
+        if !good {
+            return Err(TokenError::Invalid("signature does not verify".into()));
+        }
+        let claims = wire.claims();
+        self.within_validity(&claims, chrono::Utc::now().timestamp())?;
+        Ok(claims)
+    }
+
+    /// A JWT of the earlier format: its header's kid names the key; the algorithm is still
+    /// the configured one.
+    fn verify_legacy(&self, token: &str) -> Result<AccessClaims, TokenError> {
+        let header = decode_header(token).map_err(|e| TokenError::Invalid(crate::auth::describe(&e)))?;
+        let kid = header.kid.ok_or_else(|| TokenError::Invalid("no key id (kid)".into()))?;
+        let key = self
+            .verifying
+            .get(&key_tag(&kid))
+            .filter(|k| k.kid == kid)
+            .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?;
+        let data = decode::<LegacyClaims>(token, &key.key, &key.legacy).map_err(|e| match e.kind() {
             jsonwebtoken::errors::ErrorKind::ExpiredSignature => TokenError::Expired,
             _ => TokenError::Invalid(crate::auth::describe(&e)),
         })?;
-        // Every token we mint names its key; one that does not is not ours.
-        if only_key.is_some() && data.header.kid.as_deref() != Some(self.current_kid.as_str()) {
-            return Err(TokenError::Invalid("no or unknown key id (kid)".into()));
-        }
-        Ok(data.claims)
+        let c = data.claims;
+        Ok(AccessClaims {
+            sid: c.sid,
+            sub: c.sub,
+            name: c.name,
+            anon: c.anon,
+            profile: false,
+            fid: c.fid,
+            ver: c.ver,
+            act: c.act,
+            vid: c.vid,
+            shr: c.shr,
+            pid: c.pid,
+            iat: c.nbf,
+            exp: c.exp,
+        })
     }
+}
+
+/// The claims of a token, without checking its signature: for tools and tests, never for
+/// deciding anything.
+pub fn inspect(token: &str) -> Option<AccessClaims> {
+    let (payload, _) = token.split_once('.')?;
+    Wire::decode(payload).map(Wire::claims)
 }
 
 /// The development key used when `WOPIGATE_TOKEN_SECRET` is unset: generated once and kept
@@ -341,7 +560,7 @@ mod tests {
             ver: String::new(),
             act: Action::Edit,
             vid: Uuid::new_v4(),
-            ext: None,
+            profile: false,
             shr: None,
             pid: None,
         }
@@ -373,6 +592,117 @@ mod tests {
         let (bare_cfg, bare_current) = config("new-new-new-new-new-new-new-new-new-new", vec![]);
         let bare = TokenKeys::new(&bare_cfg, &bare_current, 0).unwrap();
         assert!(matches!(bare.verify(&token), Err(TokenError::Invalid(_))));
+    }
+
+    fn eddsa_keys() -> TokenKeys {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/keys");
+        let private = std::fs::read_to_string(dir.join("ed25519.pem")).unwrap();
+        let public = std::fs::read_to_string(dir.join("ed25519.pub.pem")).unwrap();
+        let current = TokenKeyConfig {
+            kid: "k".repeat(64),
+            material: KeyMaterial::Ed25519Pair { private: Secret::new(private), public },
+        };
+        let cfg = TokenConfig {
+            algorithm: TokenAlgorithm::EdDsa,
+            current: Some(current.clone()),
+            previous: vec![],
+            ttl_secs: 7 * 24 * 3600,
+            audience: "a-long-audience-name-that-is-not-carried-in-the-token".into(),
+        };
+        TokenKeys::new(&cfg, &current, 0).unwrap()
+    }
+
+    /// The longest token wopigate can mint: every id at its bound, a past version, a share, a
+    /// parent folder, a name of any length, the longest lifetime and an EdDSA signature.
+    #[test]
+    fn the_largest_token_fits_the_budget() {
+        let keys = eddsa_keys();
+        for name in ["x".repeat(100_000), "名".repeat(10_000), "👩‍💻".repeat(5_000), "\"\\\u{1}".repeat(1000)] {
+            let worst = Grant {
+                sub: "u".repeat(MAX_USER_ID),
+                name,
+                anon: true,
+                profile: true,
+                fid: "f".repeat(MAX_FILE_ID),
+                ver: "v".repeat(MAX_VERSION),
+                shr: Some("s".repeat(MAX_SHARE_ID)),
+                pid: Some("p".repeat(MAX_FILE_ID)),
+                ..grant()
+            };
+            let (token, claims) = keys.mint(worst, i64::from(u32::MAX) * 2, None).unwrap();
+            assert!(token.len() <= MAX_TOKEN_CHARS, "{} characters", token.len());
+            println!("largest token: {} characters", token.len());
+            // URL-safe as it is: URL-encoding does not grow it.
+            assert!(token.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'));
+            assert!(claims.name.len() <= NAME_BYTES && !claims.name.is_empty());
+            assert_eq!(inspect(&token).unwrap(), claims);
+        }
+        let over = Grant { sub: "u".repeat(MAX_USER_ID + 1), ..grant() };
+        assert_eq!(keys.mint(over, 0, None).unwrap_err(), TokenError::TooLong("user id"));
+    }
+
+    #[test]
+    fn tampered_early_and_foreign_tokens_are_refused() {
+        let (cfg, current) = config("0123456789abcdef0123456789abcdef", vec![]);
+        let keys = TokenKeys::new(&cfg, &current, 0).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let (token, _) = keys.mint(grant(), now, None).unwrap();
+        let (payload, signature) = token.split_once('.').unwrap();
+        // Another file id under the same signature.
+        let mut changed = inspect(&token).unwrap();
+        changed.fid = "abd".into();
+        let forged = Wire::new(key_tag(&current.kid), &changed).unwrap();
+        let mut bytes = vec![FORMAT];
+        bytes.extend(postcard::to_allocvec(&forged).unwrap());
+        let forged = format!("{}.{signature}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
+        assert!(matches!(keys.verify(&forged), Err(TokenError::Invalid(_))));
+        // Truncated, extended, garbage.
+        for bad in [&token[..token.len() - 2], &format!("{token}A"), &format!("{payload}."), "a.b", "...", ""] {
+            assert!(matches!(keys.verify(bad), Err(TokenError::Invalid(_))), "{bad}");
+        }
+        assert!(matches!(keys.verify(&"A".repeat(MAX_INPUT_CHARS + 1)), Err(TokenError::Invalid(_))));
+        // Not valid yet; expired.
+        let (later, _) = keys.mint(grant(), now + 600, None).unwrap();
+        assert!(matches!(keys.verify(&later), Err(TokenError::Invalid(_))));
+        let (old, _) = keys.mint(grant(), now - 7200, None).unwrap();
+        assert_eq!(keys.verify(&old), Err(TokenError::Expired));
+        // Same key, another audience.
+        let other_cfg = TokenConfig { audience: "another-service".into(), ..cfg.clone() };
+        let other = TokenKeys::new(&other_cfg, &current, 0).unwrap();
+        let (theirs, _) = other.mint(grant(), now, None).unwrap();
+        assert!(matches!(keys.verify(&theirs), Err(TokenError::Invalid(_))));
+    }
+
+    #[test]
+    fn tokens_of_the_earlier_jwt_format_still_verify() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (cfg, current) = config(secret, vec![]);
+        let keys = TokenKeys::new(&cfg, &current, 0).unwrap();
+        let now = chrono::Utc::now().timestamp();
+        let legacy = serde_json::json!({
+            "sid": Uuid::new_v4(), "sub": "u1", "name": "Ada", "fid": "abc", "act": "edit",
+            "vid": Uuid::new_v4(), "iat": now, "nbf": now, "exp": now + 60, "aud": "wopigate",
+            "ext": {"avatar": "https://a/b.png"},
+        });
+        let mut header = jsonwebtoken::Header::new(Algorithm::HS256);
+        header.kid = Some(current.kid.clone());
+        let sign = |claims: &serde_json::Value, header: &jsonwebtoken::Header| {
+            jsonwebtoken::encode(header, claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
+        };
+        let claims = keys.verify(&sign(&legacy, &header)).unwrap();
+        assert_eq!((claims.fid.as_str(), claims.act, claims.exp), ("abc", Action::Edit, now + 60));
+        let mut wrong_aud = legacy.clone();
+        wrong_aud["aud"] = "other".into();
+        assert!(keys.verify(&sign(&wrong_aud, &header)).is_err());
+        header.kid = Some("unknown".into());
+        assert!(keys.verify(&sign(&legacy, &header)).is_err());
+    }
+
+    #[test]
+    fn names_are_cut_at_character_boundaries() {
+        assert_eq!(cut("héllo", 2), "h");
+        assert_eq!(cut("héllo", 3), "hé");
+        assert_eq!(cut("abc", 10), "abc");
     }
 
     #[test]

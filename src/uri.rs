@@ -38,8 +38,8 @@ pub enum UriError {
     Query,
     #[error("share uri needs the share id: cloudreve://<share id>[:<password>]@share/…")]
     NoShareId,
-    #[error("{0} must be 1-128 characters of A-Z a-z 0-9 - _")]
-    BadId(&'static str),
+    #[error("{0} must be 1-{1} characters of A-Z a-z 0-9 - _")]
+    BadId(&'static str, usize),
     #[error("path has an invalid percent-escape")]
     BadEscape,
     #[error("path is not valid UTF-8 once decoded")]
@@ -201,7 +201,7 @@ impl FileUri {
         let fs = match fs_name.to_ascii_lowercase().as_str() {
             "my" => {
                 let owner = match userinfo {
-                    Some(u) => Some(parse_id(u, "user id")?),
+                    Some(u) => Some(parse_id(u, "user id", crate::token::MAX_USER_ID)?),
                     None => None,
                 };
                 FileSystem::My { owner }
@@ -212,7 +212,7 @@ impl FileUri {
                     Some((id, pw)) => (id, Some(decode(pw)?)),
                     None => (userinfo, None),
                 };
-                FileSystem::Share { id: parse_id(id, "share id")?, password: password.filter(|p| !p.is_empty()) }
+                FileSystem::Share { id: parse_id(id, "share id", crate::token::MAX_SHARE_ID)?, password: password.filter(|p| !p.is_empty()) }
             }
             "trash" => return Err(UriError::UnsupportedFileSystem("trash")),
             "shared_with_me" => return Err(UriError::UnsupportedFileSystem("shared_with_me")),
@@ -251,12 +251,13 @@ fn parse_path(raw: &str) -> Result<RelPath, UriError> {
 }
 
 /// User and share ids name directories and appear in WOPI `UserId`: keep them to a safe alphabet.
-pub fn parse_id(raw: &str, what: &'static str) -> Result<String, UriError> {
+/// An id of at most `max` characters (they ride in tokens: see `token::MAX_TOKEN_CHARS`).
+pub fn parse_id(raw: &str, what: &'static str, max: usize) -> Result<String, UriError> {
     let id = decode(raw)?;
-    if is_valid_id(&id) {
+    if is_valid_id(&id) && id.len() <= max {
         Ok(id)
     } else {
-        Err(UriError::BadId(what))
+        Err(UriError::BadId(what, max))
     }
 }
 
@@ -326,7 +327,7 @@ mod tests {
         assert_eq!(FileUri::parse(&long).unwrap_err(), UriError::SegmentTooLong);
         let deep = format!("cloudreve://my/{}", vec!["ab"; 2000].join("/"));
         assert_eq!(FileUri::parse(&deep).unwrap_err(), UriError::PathTooLong);
-        assert!(matches!(FileUri::parse("cloudreve://a.b@my/x"), Err(UriError::BadId(_))));
+        assert!(matches!(FileUri::parse("cloudreve://a.b@my/x"), Err(UriError::BadId(..))));
     }
 
     #[test]

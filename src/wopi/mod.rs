@@ -10,7 +10,7 @@ use futures_util::{Stream, StreamExt};
 use serde::Serialize;
 use serde_json::{json, Value};
 
-use crate::auth::Caller;
+use crate::auth::{Caller, UserExtra};
 use crate::discovery::action_url::encode_component;
 use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
 use crate::policy::{Freshness, Level, PolicyError, Principal, Rights, Scope};
@@ -19,6 +19,7 @@ use crate::state::AppState;
 use crate::store::{ids, ByteStream, Entry, FileGuard, FileKey, FileMeta, Precondition, Staged, StoreError};
 use crate::token::{AccessClaims, Action, Grant, TokenError};
 use crate::uri::{FileUri, RelPath};
+use crate::users;
 
 pub use time::wopi_time;
 
@@ -284,7 +285,7 @@ pub struct FileInfo<'a> {
     supports_user_info: bool,
     supports_get_file_wopi_src: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    user_extra_info: Option<&'a crate::auth::UserExtra>,
+    user_extra_info: Option<&'a UserExtra>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_info: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -301,10 +302,18 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
     let name = key.path.file_name().unwrap_or_default();
     let writable = s.can_write();
     let may_create = writable && relative_folder(app, s).await?.is_some();
-    // User info is kept for signed-in users only (anonymous visitors cannot grow the store).
-    let user_info = match s.claims.anon {
-        true => None,
-        false => app.store.get_object(&user_info_object(&s.claims.sub)).await?,
+    // Kept for signed-in users only; the profile only when the token says there is one.
+    let (user_info, profile) = match (s.claims.anon, s.claims.profile) {
+        (true, _) => (None, None),
+        (false, false) => (users::user_info(app.store.as_ref(), &s.claims.sub).await?, None),
+        (false, true) => {
+            let (info, profile) = futures_util::future::join(
+                users::user_info(app.store.as_ref(), &s.claims.sub),
+                users::profile(app.store.as_ref(), &s.claims.sub),
+            )
+            .await;
+            (info?, profile?)
+        }
     };
     let info = FileInfo {
         base_file_name: name,
@@ -316,7 +325,7 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         file_name_max_length: names::MAX_STEM_CHARS,
         breadcrumb_doc_name: name,
         user_id: &s.claims.sub,
-        user_friendly_name: &s.claims.name,
+        user_friendly_name: profile.as_ref().map_or(&s.claims.name, |p| &p.name),
         is_anonymous_user: s.claims.anon,
         user_can_write: writable,
         read_only: !writable,
@@ -330,8 +339,8 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         supports_delete_file: true,
         supports_user_info: !s.claims.anon,
         supports_get_file_wopi_src: true,
-        user_extra_info: s.claims.ext.as_ref(),
-        user_info: user_info.map(|raw| String::from_utf8_lossy(&raw).into_owned()),
+        user_extra_info: profile.as_ref().map(|p| &p.extra).filter(|e| **e != UserExtra::default()),
+        user_info,
         post_message_origin: app.viewers.config(s.claims.vid).and_then(|v| v.post_message_origin.as_deref()),
         host_view_url: host_page(app, &s.claims.fid, "view"),
         host_edit_url: host_page(app, &s.claims.fid, "edit"),
@@ -795,7 +804,7 @@ fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, level: Level) ->
         ver: String::new(),
         act,
         vid: claims.vid,
-        ext: claims.ext.clone(),
+        profile: claims.profile,
         shr: claims.shr.clone(),
         // The folder of a derived token is its own file's folder.
         pid: None,
@@ -890,10 +899,6 @@ pub async fn delete(app: &AppState, s: &FileSession) -> Result<(), WopiError> {
     Ok(())
 }
 
-fn user_info_object(user: &str) -> String {
-    format!("userinfo/{user}.txt")
-}
-
 /// PutUserInfo: kept per signed-in user, returned as `UserInfo` by CheckFileInfo.
 pub async fn put_user_info(app: &AppState, s: &FileSession, body: &[u8]) -> Result<(), WopiError> {
     if s.claims.anon {
@@ -903,7 +908,7 @@ pub async fn put_user_info(app: &AppState, s: &FileSession, body: &[u8]) -> Resu
         return Err(WopiError::BadRequest("UserInfo is at most 1024 bytes".into()));
     }
     let text = std::str::from_utf8(body).map_err(|_| WopiError::BadRequest("UserInfo must be text".into()))?;
-    app.store.put_object(&user_info_object(&s.claims.sub), text.as_bytes()).await?;
+    users::put_user_info(app.store.as_ref(), &s.claims.sub, text).await?;
     Ok(())
 }
 

@@ -194,11 +194,22 @@ pub fn snapshot(dir: &Path) -> Vec<String> {
     out
 }
 
-/// Decodes a JWT's claims without verifying it (to look inside our own tokens).
+/// The claims of one of our tokens, without verifying it (to look inside).
 pub fn claims_of(token: &str) -> Value {
-    use base64::Engine;
-    let payload = token.split('.').nth(1).unwrap();
-    serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap()
+    serde_json::to_value(wopigate::token::inspect(token).expect("a wopigate access token")).unwrap()
+}
+
+/// `claims` (as `claims_of` gives them, perhaps changed) as a JWT of the format tokens had
+/// before the compact one, signed with `secret` under `kid`: servers still accept those.
+pub fn legacy_token(claims: &Value, kid: &str, secret: &str) -> String {
+    let mut claims = claims.clone();
+    let iat = claims["iat"].clone();
+    let object = claims.as_object_mut().unwrap();
+    object.entry("nbf").or_insert(iat);
+    object.entry("aud").or_insert(json!("wopigate"));
+    let mut header = Header::new(jsonwebtoken::Algorithm::HS256);
+    header.kid = Some(kid.to_string());
+    encode(&header, &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap()
 }
 
 /// A viewer session as the WOPI side sees it.

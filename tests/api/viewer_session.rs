@@ -62,7 +62,6 @@ async fn owner_opens_own_file_for_editing() {
     assert_eq!(claims["fid"], file_id);
     assert_eq!(claims["act"], "edit");
     assert_eq!(claims["vid"], COLLABORA.to_string());
-    assert_eq!(claims["aud"], "wopigate");
     assert_eq!(claims["exp"].as_i64().unwrap() * 1000, expires);
 }
 

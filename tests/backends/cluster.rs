@@ -157,10 +157,7 @@ pub async fn open_session(client: &reqwest::Client, replica: &Replica, user: &st
             .unwrap();
         assert_eq!(envelope["code"], 0, "{envelope}");
         let token = envelope["data"]["session"]["access_token"].as_str().unwrap().to_string();
-        let payload = token.split('.').nth(1).unwrap();
-        use base64::Engine;
-        let claims: Value =
-            serde_json::from_slice(&base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap()).unwrap();
-        (token, claims["fid"].as_str().unwrap().to_string())
+        let claims = wopigate::token::inspect(&token).expect("a wopigate access token");
+        (token, claims.fid)
     }
 }
