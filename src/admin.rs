@@ -1,10 +1,11 @@
-//! Operator commands of the binary that touch the store (`wopigate put`).
+//! Operator commands of the binary that touch the store (`wopigate put`, `wopigate versions`).
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
 use crate::startup::{open_backends, StartError};
 use crate::config::Config;
-use crate::store::{ids, FileKey, FileMeta, Precondition, StoreError};
+use crate::store::{ids, Entry, FileKey, FileMeta, Precondition, StoreError};
+use crate::versions;
 
 #[derive(Debug, thiserror::Error)]
 pub enum AdminError {
@@ -14,6 +15,25 @@ pub enum AdminError {
     Store(#[from] StoreError),
     #[error("reading the input failed: {0}")]
     Input(std::io::Error),
+    #[error("no such file")]
+    NotFound,
+}
+
+/// The versions of the file at `key`: past ones oldest first, then the current one.
+pub async fn versions(config: &Config, key: &FileKey) -> Result<Vec<versions::Listed>, AdminError> {
+    let (store, _) = open_backends(config).await?;
+    let current = match store.stat(key).await? {
+        Some(Entry::File(meta)) => Some(meta),
+        _ => None,
+    };
+    // A file never opened through wopigate has no id, and so no past versions.
+    let Some(id) = ids::existing_id(store.as_ref(), key).await? else {
+        return match current {
+            Some(meta) => Ok(vec![versions::Listed { meta, by: None, current: true }]),
+            None => Err(AdminError::NotFound),
+        };
+    };
+    Ok(versions::list(store.as_ref(), &id, current).await?)
 }
 
 /// Streams `input` into the store as `key`, replacing what is there (kept as a past version).
@@ -42,7 +62,8 @@ pub async fn put(config: &Config, key: &FileKey, mut input: impl AsyncRead + Unp
     // runs wholly before or after this one.
     let result = match ids::lock_path(store.as_ref(), key).await {
         Ok((guard, _)) => {
-            let result = store.commit(&guard, &staged, key, Precondition::Any).await;
+            let save = versions::Save { user: "operator", name: "wopigate put", flags: Default::default(), at: chrono::Utc::now(), operator: true };
+            let result = versions::commit(store.as_ref(), &guard, &staged, key, Precondition::Any, &save, versions::Retention::of(config)).await;
             guard.release().await;
             result
         }

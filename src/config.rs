@@ -92,6 +92,9 @@ fn default_lang() -> String {
 fn default_keep_versions() -> usize {
     10
 }
+fn default_autosave_window() -> u64 {
+    600
+}
 fn default_max_upload() -> u64 {
     1024 * 1024 * 1024
 }
@@ -170,6 +173,8 @@ struct RawConfig {
     log_format: String,
     #[serde(default = "default_keep_versions")]
     keep_versions: usize,
+    #[serde(default = "default_autosave_window")]
+    autosave_window_secs: u64,
     #[serde(default = "default_max_upload")]
     max_upload_size: u64,
     host_page_url: Option<String>,
@@ -338,6 +343,8 @@ pub struct Config {
     pub log_format: LogFormat,
     /// Past versions kept per file.
     pub keep_versions: usize,
+    /// Consecutive autosaves by one user within this many seconds make one past version.
+    pub autosave_window_secs: u64,
     /// Largest PutFile / PutRelativeFile body accepted (413 above).
     pub max_upload_size: u64,
     /// The platform's page that opens a file, with `{file_id}` and `{action}` placeholders:
@@ -425,6 +432,9 @@ impl Config {
         if raw.keep_versions == 0 {
             return Err(ConfigError::new("WOPIGATE_KEEP_VERSIONS", "must be at least 1"));
         }
+        if raw.autosave_window_secs > 24 * 3600 {
+            return Err(ConfigError::new("WOPIGATE_AUTOSAVE_WINDOW_SECS", "must be at most 86400 (a day)"));
+        }
         if raw.share_cache_secs > 60 {
             return Err(ConfigError::new("WOPIGATE_SHARE_CACHE_SECS", "must be at most 60 (share changes must reach open sessions soon)"));
         }
@@ -487,6 +497,7 @@ impl Config {
             lang: raw.lang,
             log_format,
             keep_versions: raw.keep_versions,
+            autosave_window_secs: raw.autosave_window_secs,
             max_upload_size: raw.max_upload_size,
             host_page_url,
             store,

@@ -21,6 +21,7 @@ pub mod token;
 pub mod uri;
 pub mod users;
 pub mod utf7;
+pub mod versions;
 pub mod wopi;
 
 pub use startup::{Application, StartError};

@@ -58,6 +58,11 @@ pub async fn file_id(store: &dyn Store, key: &FileKey) -> Result<String, StoreEr
     }
 }
 
+/// The id of the file at `key` if it has one already (never creates one).
+pub async fn existing_id(store: &dyn Store, key: &FileKey) -> Result<Option<String>, StoreError> {
+    lookup(store, &path_object(key), key).await
+}
+
 /// The id recorded for `key`, when its record still points back at `key`.
 async fn lookup(store: &dyn Store, index: &str, key: &FileKey) -> Result<Option<String>, StoreError> {
     let Some(raw) = store.get_object(index).await? else {

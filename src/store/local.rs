@@ -20,7 +20,7 @@ use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
 use super::{
-    check_object_name, Download, Entry, FileGuard, FileKey, HeldGuard, FileMeta, Precondition, Staged, Store, StoreError, Upload,
+    check_object_name, Download, Entry, FileGuard, FileKey, HeldGuard, FileMeta, Precondition, Replaced, Staged, Store, StoreError, Upload,
 };
 
 const READ_CHUNK: usize = 256 * 1024;
@@ -343,6 +343,28 @@ impl Store for LocalStore {
         .await
     }
 
+    async fn past_versions(&self, history: &str) -> Result<Vec<FileMeta>, StoreError> {
+        check_object_name(history)?;
+        let dir = self.paths().versions(history);
+        blocking(move || {
+            let entries = match std::fs::read_dir(&dir) {
+                Ok(entries) => entries,
+                Err(e) if e.kind() == ErrorKind::NotFound => return Ok(Vec::new()),
+                Err(e) => return Err(e.into()),
+            };
+            let mut kept: Vec<FileMeta> = entries
+                .flatten()
+                .filter_map(|e| {
+                    let meta = e.metadata().ok()?;
+                    Some(FileMeta { version: e.file_name().into_string().ok()?, ..file_meta(&meta) })
+                })
+                .collect();
+            kept.sort_by_key(|m| m.modified);
+            Ok(kept)
+        })
+        .await
+    }
+
     async fn stat_past_version(&self, history: &str, version: &str) -> Result<Option<FileMeta>, StoreError> {
         check_object_name(history)?;
         check_object_name(version)?;
@@ -439,6 +461,7 @@ impl Store for LocalStore {
         staged: &Staged,
         key: &FileKey,
         precondition: Precondition,
+        replaced: Replaced,
     ) -> Result<FileMeta, StoreError> {
         check_object_name(&staged.handle)?;
         let paths = self.paths();
@@ -462,7 +485,9 @@ impl Store for LocalStore {
             }
             let mut modified = SystemTime::now();
             if let Some(old) = &current {
-                keep_version(&paths, &history, &target, &version_of(old))?;
+                if replaced == Replaced::Keep {
+                    keep_version(&paths, &history, &target, &version_of(old))?;
+                }
                 // Strictly after the old time, even within the clock's granularity.
                 let floor = old.modified()? + Duration::from_micros(1);
                 modified = modified.max(floor);
@@ -619,7 +644,7 @@ mod tests {
         assert!(matches!(store.stat(&key("link.docx")).await, Err(StoreError::Escape)));
         let staged = upload(&store, b"new").await;
         let guard = store.lock_file("h").await.unwrap();
-        assert!(matches!(store.commit(&guard, &staged, &key("link.docx"), Precondition::Any).await, Err(StoreError::Escape)));
+        assert!(matches!(store.commit(&guard, &staged, &key("link.docx"), Precondition::Any, Replaced::Keep).await, Err(StoreError::Escape)));
         assert_eq!(std::fs::read(outside.path().join("secret.docx")).unwrap(), b"x");
     }
 
@@ -628,24 +653,24 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let store = LocalStore::open(dir.path(), 2).unwrap();
         let g = store.lock_file("h").await.unwrap();
-        let first = store.commit(&g, &upload(&store, b"one").await, &key("a.txt"), Precondition::Absent).await.unwrap();
+        let first = store.commit(&g, &upload(&store, b"one").await, &key("a.txt"), Precondition::Absent, Replaced::Keep).await.unwrap();
         let refused = upload(&store, b"two").await;
-        let again = store.commit(&g, &refused, &key("a.txt"), Precondition::Absent).await;
+        let again = store.commit(&g, &refused, &key("a.txt"), Precondition::Absent, Replaced::Keep).await;
         assert!(matches!(again, Err(StoreError::Conflict)));
         // A refused commit leaves the upload staged: it can go elsewhere.
-        store.commit(&g, &refused, &key("b.txt"), Precondition::Absent).await.unwrap();
+        store.commit(&g, &refused, &key("b.txt"), Precondition::Absent, Replaced::Keep).await.unwrap();
         let second =
-            store.commit(&g, &upload(&store, b"two").await, &key("a.txt"), Precondition::Version(first.version.clone())).await.unwrap();
+            store.commit(&g, &upload(&store, b"two").await, &key("a.txt"), Precondition::Version(first.version.clone()), Replaced::Keep).await.unwrap();
         assert_ne!(first.version, second.version);
         let stale = upload(&store, b"3").await;
-        assert!(matches!(store.commit(&g, &stale, &key("a.txt"), Precondition::Version(first.version.clone())).await, Err(StoreError::Conflict)));
+        assert!(matches!(store.commit(&g, &stale, &key("a.txt"), Precondition::Version(first.version.clone()), Replaced::Keep).await, Err(StoreError::Conflict)));
         store.discard(stale).await;
         let past = store.stat_past_version("h", &first.version).await.unwrap().unwrap();
         assert_eq!(past.size, 3);
         // Same size, back to back: versions still differ.
         let mut last = second;
         for i in 0..5u8 {
-            let next = store.commit(&g, &upload(&store, &[i; 3]).await, &key("a.txt"), Precondition::Any).await.unwrap();
+            let next = store.commit(&g, &upload(&store, &[i; 3]).await, &key("a.txt"), Precondition::Any, Replaced::Keep).await.unwrap();
             assert_ne!(next.version, last.version);
             last = next;
         }
@@ -671,7 +696,7 @@ mod tests {
         assert!(!stale.exists() && fresh.exists());
         let staged = writing.finish().await.unwrap();
         let guard = store.lock_file("h").await.unwrap();
-        store.commit(&guard, &staged, &key("a.txt"), Precondition::Absent).await.unwrap();
+        store.commit(&guard, &staged, &key("a.txt"), Precondition::Absent, Replaced::Keep).await.unwrap();
     }
 
     #[tokio::test]

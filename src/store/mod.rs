@@ -65,6 +65,15 @@ pub enum Precondition {
     Any,
 }
 
+/// What a commit does with the content it replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Replaced {
+    /// Kept as a past version.
+    Keep,
+    /// Dropped: it was only a step between two versions people keep.
+    Drop,
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("path resolves outside the store root")]
@@ -158,6 +167,9 @@ pub trait Store: Send + Sync + 'static {
     /// A past version kept for the file whose history is `history` (its file id).
     async fn stat_past_version(&self, history: &str, version: &str) -> Result<Option<FileMeta>, StoreError>;
 
+    /// Every past version kept for `history`, oldest first.
+    async fn past_versions(&self, history: &str) -> Result<Vec<FileMeta>, StoreError>;
+
     /// Opens the current version (`version` = None) or a past one, optionally a byte range
     /// `[start, end]` (inclusive, already checked against the size by the caller's `stat`).
     async fn read(
@@ -179,14 +191,16 @@ pub trait Store: Send + Sync + 'static {
 
     /// Puts a staged upload in place at `key` if `precondition` holds, atomically: readers see
     /// the old content or the new, never a part. The replaced content stays as a past version of
-    /// the guard's file. On success the staged upload is used up; on failure it stays staged (to
-    /// retry elsewhere, or `discard`).
+    /// the guard's file unless `replaced` says to drop it (an autosave superseding the previous
+    /// autosave: see `versions`). On success the staged upload is used up; on failure it stays
+    /// staged (to retry elsewhere, or `discard`).
     async fn commit(
         &self,
         guard: &FileGuard,
         staged: &Staged,
         key: &FileKey,
         precondition: Precondition,
+        replaced: Replaced,
     ) -> Result<FileMeta, StoreError>;
 
     async fn discard(&self, staged: Staged);

@@ -35,7 +35,9 @@ use tokio::task::JoinSet;
 use uuid::Uuid;
 
 use super::mutex::CommitMutex;
-use super::{check_object_name, Download, Entry, FileGuard, FileKey, HeldGuard, FileMeta, Precondition, Staged, Store, StoreError, Upload};
+use super::{
+    check_object_name, Download, Entry, FileGuard, FileKey, FileMeta, HeldGuard, Precondition, Replaced, Staged, Store, StoreError, Upload,
+};
 use crate::config::S3Config;
 
 const VERSION_ATTR: &str = "wopigate-version";
@@ -470,6 +472,24 @@ impl Store for S3Store {
         Ok(any.then_some(Entry::Folder))
     }
 
+    async fn past_versions(&self, history: &str) -> Result<Vec<FileMeta>, StoreError> {
+        check_object_name(history)?;
+        let prefix = self.internal(&format!("versions/{history}"));
+        let listed: Vec<_> = self.store.list(Some(&prefix)).try_collect().await.map_err(store_error)?;
+        // A past version is a copy made when it was replaced: the copies' times give the order
+        // (to the second; within one, the content's own time when the id is one of ours).
+        let mut kept: Vec<(DateTime<Utc>, Option<DateTime<Utc>>, FileMeta)> = listed
+            .into_iter()
+            .filter_map(|m| {
+                let version = m.location.filename()?.to_string();
+                let own = version_time(&version);
+                Some((m.last_modified, own, FileMeta { size: m.size, modified: own.unwrap_or(m.last_modified), version }))
+            })
+            .collect();
+        kept.sort_by_key(|(copied, own, _)| (copied.timestamp(), *own));
+        Ok(kept.into_iter().map(|(_, _, meta)| meta).collect())
+    }
+
     async fn stat_past_version(&self, history: &str, version: &str) -> Result<Option<FileMeta>, StoreError> {
         check_object_name(history)?;
         check_object_name(version)?;
@@ -519,7 +539,14 @@ impl Store for S3Store {
         Ok(FileGuard::new(history, Box::new(HeldMutex { mutex: self.mutex.clone(), name, token })))
     }
 
-    async fn commit(&self, guard: &FileGuard, staged: &Staged, key: &FileKey, precondition: Precondition) -> Result<FileMeta, StoreError> {
+    async fn commit(
+        &self,
+        guard: &FileGuard,
+        staged: &Staged,
+        key: &FileKey,
+        precondition: Precondition,
+        replaced: Replaced,
+    ) -> Result<FileMeta, StoreError> {
         check_object_name(&staged.handle)?;
         let target = self.file_path(key);
         let tmp = self.tmp(&staged.handle);
@@ -534,7 +561,7 @@ impl Store for S3Store {
             if !holds {
                 return Err(StoreError::Conflict);
             }
-            if let Some(old) = &current {
+            if let Some(old) = current.as_ref().filter(|_| replaced == Replaced::Keep) {
                 self.keep_version(guard.history(), &target, &old.version).await?;
             }
             // Each version's time must come after the one it replaces (so no two are the

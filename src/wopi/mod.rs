@@ -20,6 +20,7 @@ use crate::store::{ids, ByteStream, Entry, FileGuard, FileKey, FileMeta, Precond
 use crate::token::{AccessClaims, Action, Grant, TokenError};
 use crate::uri::{FileUri, RelPath};
 use crate::users;
+use crate::versions;
 
 pub use time::wopi_time;
 
@@ -433,12 +434,20 @@ pub struct PutFileRequest<'a> {
     pub content_length: Option<u64>,
 }
 
-/// Why Collabora saves (`X-COOL-WOPI-IsAutosave` …); `None` when not sent or not `true`/`false`.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SaveFlags {
-    pub modified_by_user: Option<bool>,
-    pub autosave: Option<bool>,
-    pub exit_save: Option<bool>,
+pub use crate::versions::SaveFlags;
+
+/// Commits a save by this session's user, now (see `versions` for what becomes a past version).
+async fn commit_save(
+    app: &AppState,
+    s: &FileSession,
+    guard: &FileGuard,
+    staged: &Staged,
+    key: &FileKey,
+    precondition: Precondition,
+    flags: SaveFlags,
+) -> Result<FileMeta, StoreError> {
+    let save = versions::Save { user: &s.claims.sub, name: &s.claims.name, flags, at: app.clock.now(), operator: false };
+    versions::commit(app.store.as_ref(), guard, staged, key, precondition, &save, versions::Retention::of(&app.config)).await
 }
 
 /// The WOPI rule for writing a file's content: locked → the lock must match; unlocked → only a
@@ -513,7 +522,7 @@ where
         let (guard, key) = hold(app, &s.claims.fid).await?;
         still_editable(app, s, &key).await?;
         check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
-        let committed = app.store.commit(&guard, &staged, &key, Precondition::Version(meta.version)).await;
+        let committed = commit_save(app, s, &guard, &staged, &key, Precondition::Version(meta.version), request.save).await;
         guard.release().await;
         match committed {
             Ok(meta) => Ok(meta),
@@ -703,7 +712,7 @@ where
     let source_time = wopi_time(current_meta(app, s).await?.1.modified);
     let staged = stage(app, body).await?;
     let created = match still_editable(app, s, &folder).await {
-        Ok(()) => save_relative(app, &folder, &staged, target).await,
+        Ok(()) => save_relative(app, s, &folder, &staged, target).await,
         Err(e) => Err(e),
     };
     if created.is_err() {
@@ -733,7 +742,13 @@ enum Target {
 
 /// Commits a staged upload into `folder` under the target's rules, each candidate name under
 /// its file's guard; returns the name used and the new file's id.
-async fn save_relative(app: &AppState, folder: &FileKey, staged: &Staged, target: Target) -> Result<(String, String), WopiError> {
+async fn save_relative(
+    app: &AppState,
+    s: &FileSession,
+    folder: &FileKey,
+    staged: &Staged,
+    target: Target,
+) -> Result<(String, String), WopiError> {
     let store = app.store.as_ref();
     let (names, precondition): (Vec<String>, Precondition) = match target {
         Target::Suggested(name) => (names::candidates(&name).collect(), Precondition::Absent),
@@ -755,7 +770,7 @@ async fn save_relative(app: &AppState, folder: &FileKey, staged: &Staged, target
                 return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
             }
         }
-        let committed = store.commit(&guard, staged, &key, precondition.clone()).await;
+        let committed = commit_save(app, s, &guard, staged, &key, precondition.clone(), SaveFlags::default()).await;
         guard.release().await;
         match committed {
             Ok(_) => return Ok((name, id)),

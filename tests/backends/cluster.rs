@@ -138,26 +138,29 @@ impl Cluster {
 
 /// An edit session for `user` on `uri`, opened on `replica`: (token, file id).
 pub async fn open_session(client: &reqwest::Client, replica: &Replica, user: &str, uri: &str) -> (String, String) {
-    {
-        let jwt = encode(
-            &Header::default(),
-            &json!({"sub": user, "name": user, "exp": chrono::Utc::now().timestamp() + 600}),
-            &EncodingKey::from_secret(CALLER_SECRET.as_bytes()),
-        )
+    open_session_at(client, replica, user, uri, "").await
+}
+
+/// A session on `version` of the file (empty: the current one); (token, file id).
+pub async fn open_session_at(client: &reqwest::Client, replica: &Replica, user: &str, uri: &str, version: &str) -> (String, String) {
+    let jwt = encode(
+        &Header::default(),
+        &json!({"sub": user, "name": user, "exp": chrono::Utc::now().timestamp() + 600}),
+        &EncodingKey::from_secret(CALLER_SECRET.as_bytes()),
+    )
+    .unwrap();
+    let envelope: Value = client
+        .put(replica.url("/api/v4/file/viewerSession"))
+        .bearer_auth(jwt)
+        .body(json!({"uri": uri, "viewer_id": VIEWER, "preferred_action": "edit", "version": version}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
         .unwrap();
-        let envelope: Value = client
-            .put(replica.url("/api/v4/file/viewerSession"))
-            .bearer_auth(jwt)
-            .body(json!({"uri": uri, "viewer_id": VIEWER, "preferred_action": "edit"}).to_string())
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap();
-        assert_eq!(envelope["code"], 0, "{envelope}");
-        let token = envelope["data"]["session"]["access_token"].as_str().unwrap().to_string();
-        let claims = wopigate::token::inspect(&token).expect("a wopigate access token");
-        (token, claims.fid)
-    }
+    assert_eq!(envelope["code"], 0, "{envelope}");
+    let token = envelope["data"]["session"]["access_token"].as_str().unwrap().to_string();
+    let claims = wopigate::token::inspect(&token).expect("a wopigate access token");
+    (token, claims.fid)
 }

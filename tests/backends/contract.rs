@@ -9,7 +9,7 @@ use futures_util::StreamExt;
 use wopigate::config::Config;
 use wopigate::locks::{LockOp, LockOutcome, LockStore};
 use wopigate::startup::open_backends;
-use wopigate::store::{Entry, FileKey, FileMeta, Precondition, Staged, Store, StoreError};
+use wopigate::store::{Entry, FileKey, FileMeta, Precondition, Replaced, Staged, Store, StoreError};
 use wopigate::uri::RelPath;
 
 use crate::servers::{Garage, Redis};
@@ -39,9 +39,20 @@ async fn read_all(store: &dyn Store, key: &FileKey, history: &str, version: Opti
 
 /// One commit as the WOPI layer makes it: staged, then committed under the file's guard.
 async fn commit(store: &dyn Store, data: &[u8], key: &FileKey, history: &str, precondition: Precondition) -> Result<FileMeta, StoreError> {
+    commit_replacing(store, data, key, history, precondition, Replaced::Keep).await
+}
+
+async fn commit_replacing(
+    store: &dyn Store,
+    data: &[u8],
+    key: &FileKey,
+    history: &str,
+    precondition: Precondition,
+    replaced: Replaced,
+) -> Result<FileMeta, StoreError> {
     let staged = upload(store, data).await;
     let guard = store.lock_file(history).await?;
-    let result = store.commit(&guard, &staged, key, precondition).await;
+    let result = store.commit(&guard, &staged, key, precondition, replaced).await;
     guard.release().await;
     if result.is_err() {
         store.discard(staged).await;
@@ -83,9 +94,9 @@ async fn guard_contract(store: Arc<dyn Store>) {
     commit(store.as_ref(), b"first", &a, "g3", Precondition::Absent).await.unwrap();
     let staged = upload(store.as_ref(), b"second").await;
     let guard = store.lock_file("g3").await.unwrap();
-    assert!(matches!(store.commit(&guard, &staged, &a, Precondition::Absent).await, Err(StoreError::Conflict)));
+    assert!(matches!(store.commit(&guard, &staged, &a, Precondition::Absent, Replaced::Keep).await, Err(StoreError::Conflict)));
     let b = key("u9", "taken (1).docx");
-    store.commit(&guard, &staged, &b, Precondition::Absent).await.unwrap();
+    store.commit(&guard, &staged, &b, Precondition::Absent, Replaced::Keep).await.unwrap();
     guard.release().await;
     assert_eq!(read_all(store.as_ref(), &b, "g3", None, None).await, b"second");
     assert_eq!(read_all(store.as_ref(), &a, "g3", None, None).await, b"first");
@@ -111,8 +122,8 @@ async fn store_contract(store: &dyn Store) {
     let early = upload(store, b"early").await;
     let late = upload(store, b"late").await;
     let guard = store.lock_file("h1").await.unwrap();
-    let third = store.commit(&guard, &late, &a, Precondition::Any).await.unwrap();
-    let fourth = store.commit(&guard, &early, &a, Precondition::Any).await.unwrap();
+    let third = store.commit(&guard, &late, &a, Precondition::Any, Replaced::Keep).await.unwrap();
+    let fourth = store.commit(&guard, &early, &a, Precondition::Any, Replaced::Keep).await.unwrap();
     guard.release().await;
     assert!(second.modified < third.modified && third.modified < fourth.modified, "{second:?} {third:?} {fourth:?}");
     assert!(third.modified.timestamp_micros() < fourth.modified.timestamp_micros());
@@ -127,6 +138,22 @@ async fn store_contract(store: &dyn Store) {
     assert_eq!(past.size, 3);
     assert_eq!(read_all(store, &a, "h1", Some(&first.version), None).await, b"one");
     assert!(store.stat_past_version("h1", "nope-1").await.unwrap().is_none());
+
+    // Past versions are listed oldest first; a commit may drop what it replaces instead.
+    let listed: Vec<String> = store.past_versions("h1").await.unwrap().into_iter().map(|m| m.version).collect();
+    assert_eq!(listed.first(), Some(&first.version), "{listed:?}");
+    assert_eq!(listed.len(), 4, "one, two, late and early were each replaced once: {listed:?}");
+    let current = match store.stat(&a).await.unwrap() {
+        Some(Entry::File(meta)) => meta,
+        other => panic!("{other:?}"),
+    };
+    let dropped = commit_replacing(store, b"two!", &a, "h1", Precondition::Version(current.version.clone()), Replaced::Drop).await.unwrap();
+    assert_eq!(store.past_versions("h1").await.unwrap().len(), 4, "the replaced content was not kept");
+    assert!(store.stat_past_version("h1", &current.version).await.unwrap().is_none());
+    assert_ne!(dropped.version, current.version);
+    assert_eq!(read_all(store, &a, "h1", None, None).await, b"two!");
+    commit(store, b"two", &a, "h1", Precondition::Version(dropped.version)).await.unwrap();
+    assert!(store.past_versions("never-saved").await.unwrap().is_empty());
 
     // An empty file (a new document) is a file too: S3 rejects empty multipart parts.
     let empty = key("u1", "Docs/new.docx");

@@ -11,3 +11,4 @@ mod races;
 mod replicas;
 mod servers;
 mod sweep;
+mod versions;

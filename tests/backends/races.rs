@@ -26,41 +26,58 @@ enum Files {
 }
 
 /// Two replicas on one backend, and a way to look at the store behind them.
-struct Rig {
+pub struct Rig {
     replicas: Vec<Replica>,
     files: Files,
     /// What `wopigate put` needs to reach the same store.
-    admin_env: Vec<(String, String)>,
-    client: reqwest::Client,
+    pub admin_env: Vec<(String, String)>,
+    pub client: reqwest::Client,
 }
 
 impl Rig {
     async fn local() -> Rig {
+        Self::local_with(&[]).await
+    }
+
+    /// Two replicas on one data directory, `env` on top of the defaults.
+    pub async fn local_with(env: &[(String, String)]) -> Rig {
         let client = test_client();
         let data = tempfile::tempdir().unwrap();
         let mut replicas = Vec::new();
         for _ in 0..2 {
-            replicas.push(spawn_replica(&client, &[], Some(data.path())).await);
+            replicas.push(spawn_replica(&client, env, Some(data.path())).await);
         }
-        let admin_env = vec![("WOPIGATE_DATA_DIR".to_string(), data.path().display().to_string())];
+        let mut admin_env = vec![("WOPIGATE_DATA_DIR".to_string(), data.path().display().to_string())];
+        admin_env.extend(env.iter().cloned());
         Rig { replicas, files: Files::Local(data), admin_env, client }
     }
 
     async fn s3() -> Option<Rig> {
-        let mut cluster = Cluster::start(2, &[]).await?;
+        Self::s3_with(&[]).await
+    }
+
+    /// Two replicas on one bucket and Redis, `env` on top; `None` when the servers are missing.
+    pub async fn s3_with(env: &[(String, String)]) -> Option<Rig> {
+        let extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let mut cluster = Cluster::start(2, &extra).await?;
         let replicas = std::mem::take(&mut cluster.replicas);
         let mut admin_env = cluster.garage.env(&cluster.prefix);
         admin_env.push(("WOPIGATE_LOCKS".into(), "redis".into()));
         admin_env.push(("WOPIGATE_REDIS_URL".into(), cluster.redis.url()));
+        admin_env.extend(env.iter().cloned());
         let (bucket, prefix) = (cluster.bucket(), cluster.prefix.clone());
         Some(Rig { replicas, files: Files::S3 { bucket, prefix, _cluster: Box::new(cluster) }, admin_env, client: test_client() })
+    }
+
+    pub fn replica(&self, i: usize) -> &Replica {
+        &self.replicas[i % 2]
     }
 
     fn local_path(dir: &Path, rel: &str) -> PathBuf {
         dir.join(rel)
     }
 
-    async fn seed(&self, rel: &str, content: &[u8]) {
+    pub async fn seed(&self, rel: &str, content: &[u8]) {
         match &self.files {
             Files::Local(dir) => {
                 let path = Self::local_path(dir.path(), rel);
@@ -91,7 +108,7 @@ impl Rig {
     }
 
     /// The contents of every past version kept for a file id.
-    async fn past(&self, fid: &str) -> Vec<Vec<u8>> {
+    pub async fn past(&self, fid: &str) -> Vec<Vec<u8>> {
         match &self.files {
             Files::Local(dir) => match std::fs::read_dir(dir.path().join(".wopigate/versions").join(fid)) {
                 Ok(entries) => entries.map(|e| std::fs::read(e.unwrap().path()).unwrap()).collect(),
@@ -109,15 +126,15 @@ impl Rig {
         }
     }
 
-    fn url(&self, replica: usize, fid: &str, suffix: &str, token: &str) -> String {
+    pub fn url(&self, replica: usize, fid: &str, suffix: &str, token: &str) -> String {
         self.replicas[replica % 2].url(&format!("/wopi/files/{fid}{suffix}?access_token={token}"))
     }
 
-    async fn session(&self, replica: usize, uri: &str) -> (String, String) {
+    pub async fn session(&self, replica: usize, uri: &str) -> (String, String) {
         open_session(&self.client, &self.replicas[replica % 2], "racer", uri).await
     }
 
-    async fn post(&self, replica: usize, fid: &str, suffix: &str, token: &str, headers: &[(&str, &str)], body: Vec<u8>) -> u16 {
+    pub async fn post(&self, replica: usize, fid: &str, suffix: &str, token: &str, headers: &[(&str, &str)], body: Vec<u8>) -> u16 {
         let mut req = self.client.post(self.url(replica, fid, suffix, token)).body(body);
         for (k, v) in headers {
             req = req.header(*k, *v);
@@ -125,7 +142,7 @@ impl Rig {
         req.send().await.unwrap().status().as_u16()
     }
 
-    async fn put_file(&self, replica: usize, fid: &str, token: &str, lock: Option<&str>, body: &[u8]) -> u16 {
+    pub async fn put_file(&self, replica: usize, fid: &str, token: &str, lock: Option<&str>, body: &[u8]) -> u16 {
         let mut headers = vec![("X-WOPI-Override", "PUT")];
         if let Some(lock) = lock {
             headers.push(("X-WOPI-Lock", lock));
@@ -145,12 +162,12 @@ impl Rig {
         self.post(replica, fid, "", token, &[("X-WOPI-Override", "DELETE")], vec![]).await
     }
 
-    async fn lock(&self, fid: &str, token: &str, id: &str) {
+    pub async fn lock(&self, fid: &str, token: &str, id: &str) {
         assert_eq!(self.post(0, fid, "", token, &[("X-WOPI-Override", "LOCK"), ("X-WOPI-Lock", id)], vec![]).await, 200);
     }
 
     /// (status, bytes) of GetFile, through the id (so it follows renames).
-    async fn get(&self, fid: &str, token: &str) -> (u16, Vec<u8>) {
+    pub async fn get(&self, fid: &str, token: &str) -> (u16, Vec<u8>) {
         let r = self.client.get(self.url(1, fid, "/contents", token)).send().await.unwrap();
         (r.status().as_u16(), r.bytes().await.unwrap().to_vec())
     }
@@ -164,7 +181,7 @@ impl Rig {
     }
 
     /// `wopigate put` of `rel` (owner/path), as an operator would run it.
-    async fn admin_put(&self, rel: &str, content: &[u8]) -> bool {
+    pub async fn admin_put(&self, rel: &str, content: &[u8]) -> bool {
         let mut vars = self.admin_env.clone();
         vars.push(("WOPIGATE_TOKEN_SECRET".into(), TOKEN_SECRET.into()));
         let config = wopigate::config::Config::from_vars(vars).unwrap();
