@@ -363,6 +363,12 @@ mod tests {
         Discovery::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
     }
 
+    /// A discovery with one app holding `actions`.
+    fn word_app(actions: &str) -> Discovery {
+        let xml = format!(r#"<wopi-discovery><net-zone name="external-http"><app name="Word">{actions}</app></net-zone></wopi-discovery>"#);
+        Discovery::parse(&xml).unwrap()
+    }
+
     const VIEW: Wanted = Wanted { action: Action::View, empty: false, mobile: false, may_convert: false };
     const EDIT: Wanted = Wanted { action: Action::Edit, empty: false, mobile: false, may_convert: true };
 
@@ -430,23 +436,17 @@ mod tests {
             assert_eq!(pick(&oo, None, ext, VIEW), named(Action::View, "view"), "{ext}");
         }
         // Without view and mobileView, embedview is the view (a discovery with only that).
-        let embed_only = Discovery::parse(
-            r#"<wopi-discovery><net-zone name="external-http"><app name="Word">
-                 <action name="embedview" ext="docx" urlsrc="http://ds.test/embed?"/>
-                 <action name="mobileView" ext="docx" urlsrc="http://ds.test/mobile?"/>
-               </app></net-zone></wopi-discovery>"#,
-        )
-        .unwrap();
+        let embed_only = word_app(
+            r#"<action name="embedview" ext="docx" urlsrc="http://ds.test/embed?"/>
+               <action name="mobileView" ext="docx" urlsrc="http://ds.test/mobile?"/>"#,
+        );
         assert_eq!(pick(&embed_only, None, "docx", VIEW), named(Action::View, "embedview"));
         assert_eq!(pick(&embed_only, None, "docx", Wanted { mobile: true, ..VIEW }), named(Action::View, "mobileView"));
         // A convert action that does not say what it produces is not used.
-        let no_target = Discovery::parse(
-            r#"<wopi-discovery><net-zone name="external-http"><app name="Word">
-                 <action name="view" ext="doc" urlsrc="http://ds.test/view?"/>
-                 <action name="convert" ext="doc" urlsrc="http://ds.test/convert?"/>
-               </app></net-zone></wopi-discovery>"#,
-        )
-        .unwrap();
+        let no_target = word_app(
+            r#"<action name="view" ext="doc" urlsrc="http://ds.test/view?"/>
+               <action name="convert" ext="doc" urlsrc="http://ds.test/convert?"/>"#,
+        );
         assert_eq!(pick(&no_target, None, "doc", EDIT), named(Action::View, "view"));
     }
 }
