@@ -312,6 +312,10 @@ pub struct ViewerConfig {
     /// Check `X-WOPI-Proof` when the discovery publishes a proof key (default true).
     #[serde(default = "yes")]
     pub verify_proof: bool,
+    /// Sessions use the client's mobile layout (`mobileView`/`mobileEdit`) unless the request's
+    /// `X-Wopigate-Device` says otherwise (default false).
+    #[serde(default)]
+    pub mobile: bool,
 }
 
 fn yes() -> bool {

@@ -59,6 +59,54 @@ pub struct ShareManifest {
     /// Lower-case hex SHA-256 of each accepted purchase ticket.
     #[serde(default)]
     pub purchase_ticket_sha256: Vec<String>,
+    /// Secure view: a watermark the client draws over the document for visitors, with `{user}`
+    /// (display name) and `{date}` (today, YYYY-MM-DD) filled in; at most 200 characters.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub watermark: Option<String>,
+    /// Visitors may download or export (Save As, "Download as"); false also refuses
+    /// PutRelativeFile. GetFile keeps working: the client needs the bytes to render.
+    #[serde(default = "yes")]
+    pub download: bool,
+    /// Visitors may print.
+    #[serde(default = "yes")]
+    pub print: bool,
+    /// Visitors may copy content out of the document.
+    #[serde(default = "yes")]
+    pub copy: bool,
+}
+
+/// The longest watermark a manifest may set, in characters.
+pub const MAX_WATERMARK_CHARS: usize = 200;
+
+/// What the client's UI lets a share visitor do (secure view): told to the client in
+/// CheckFileInfo and enforced by it, except that wopigate refuses PutRelativeFile itself when
+/// downloads are off. Owners are never restricted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientControls {
+    /// The manifest's watermark template (`{user}`, `{date}` not yet filled in).
+    pub watermark: Option<String>,
+    pub download: bool,
+    pub print: bool,
+    pub copy: bool,
+}
+
+impl ClientControls {
+    pub const UNRESTRICTED: ClientControls = ClientControls { watermark: None, download: true, print: true, copy: true };
+
+    fn of(manifest: &ShareManifest) -> ClientControls {
+        ClientControls {
+            watermark: manifest.watermark.clone().filter(|w| !w.trim().is_empty()),
+            download: manifest.download,
+            print: manifest.print,
+            copy: manifest.copy,
+        }
+    }
+
+    /// The watermark for `user` (display name) on `today`.
+    pub fn watermark_text(&self, user: &str, today: chrono::NaiveDate) -> Option<String> {
+        let template = self.watermark.as_deref()?;
+        Some(template.replace("{user}", user).replace("{date}", &today.format("%Y-%m-%d").to_string()))
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -94,20 +142,28 @@ pub enum Level {
 }
 
 /// The grant for one file or folder.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Rights {
     pub level: Level,
     /// The principal owns it (deleting is the owner's alone).
     pub owner: bool,
+    /// What the client lets them do with it (a share's secure-view settings).
+    pub controls: ClientControls,
 }
 
 impl Rights {
-    pub const NONE: Rights = Rights { level: Level::None, owner: false };
-    const OWNER: Rights = Rights { level: Level::Edit, owner: true };
+    pub const NONE: Rights = Rights { level: Level::None, owner: false, controls: ClientControls::UNRESTRICTED };
+    const OWNER: Rights = Rights { level: Level::Edit, owner: true, controls: ClientControls::UNRESTRICTED };
 
     /// At most `cap`: a derived token never grants more than the token it came from.
     pub fn capped(self, cap: Level) -> Rights {
-        Rights { level: self.level.min(cap), owner: self.owner && cap == Level::Edit }
+        Rights { level: self.level.min(cap), owner: self.owner && cap == Level::Edit, controls: self.controls }
+    }
+
+    /// For a folder: whether a session may create a file there from its document (Save As,
+    /// a conversion): that needs edit rights, and is an export, refused where downloads are off.
+    pub fn may_create_copies(&self) -> bool {
+        self.level == Level::Edit && self.controls.download
     }
 }
 
@@ -138,7 +194,7 @@ pub struct Share {
 
 /// What one principal may reach, loaded once (the share manifest, if any); `rights` is then
 /// pure, so several targets cost one read.
-#[derive(Clone)]
+#[derive(Debug, Clone)]
 pub struct Scope {
     user: Option<String>,
     share: Option<Arc<Share>>,
@@ -162,7 +218,7 @@ impl Scope {
             return Rights::NONE;
         }
         let level = if share.manifest.editable { Level::Edit } else { Level::View };
-        Rights { level, owner: false }
+        Rights { level, owner: false, controls: ClientControls::of(&share.manifest) }
     }
 
     pub fn share(&self) -> Option<&Share> {
@@ -178,6 +234,8 @@ pub struct Access {
     pub share: Option<String>,
     pub canonical: CanonicalUri,
     pub rights: Rights,
+    /// What the caller may reach besides (the folder files created from the session go to).
+    pub scope: Scope,
 }
 
 /// Manifests read within the TTL, by share id; bounded (cleared when full).
@@ -234,6 +292,7 @@ impl Policy {
                     share: None,
                     canonical: CanonicalUri::My { owner: id.clone(), path: uri.path.clone() },
                     rights: Rights::OWNER,
+                    scope: Scope { user: Some(id.clone()), share: None },
                 })
             }
             FileSystem::Share { id, password } => {
@@ -267,6 +326,7 @@ impl Policy {
                     key,
                     share: Some(id.clone()),
                     canonical: CanonicalUri::Share { id: id.clone(), path: uri.path.clone() },
+                    scope,
                 })
             }
         }
@@ -311,6 +371,9 @@ pub async fn load_share(store: &dyn Store, id: &str) -> Result<Option<Share>, Po
     let mut manifest: ShareManifest = serde_json::from_slice(&raw).map_err(|e| bad(e.to_string()))?;
     if !is_valid_id(&manifest.owner) {
         return Err(bad("owner is not a valid user id".into()));
+    }
+    if manifest.watermark.as_ref().is_some_and(|w| w.chars().count() > MAX_WATERMARK_CHARS) {
+        return Err(bad(format!("watermark is longer than {MAX_WATERMARK_CHARS} characters")));
     }
     let root = match (&manifest.target, &manifest.path) {
         (Some(target), _) => match ids::resolve(store, target).await? {
@@ -403,6 +466,29 @@ mod tests {
         assert_eq!(file.rights(&key("o", "Docs/secret.docx")).level, Level::None);
         assert!(!file.rights(&key("o", "Docs/shared.docx")).owner);
 
-        assert_eq!(Rights::OWNER.capped(Level::View), Rights { level: Level::View, owner: false });
+        assert_eq!(Rights::OWNER.capped(Level::View), Rights { level: Level::View, owner: false, controls: ClientControls::UNRESTRICTED });
+    }
+
+    #[test]
+    fn share_controls_reach_visitors_only() {
+        let manifest: ShareManifest = serde_json::from_value(serde_json::json!({
+            "owner": "o", "target": "x", "editable": true,
+            "watermark": "{user} · {date} · {user}", "download": false, "print": false, "copy": false
+        }))
+        .unwrap();
+        let share = Arc::new(Share { id: "s".into(), manifest, root: Some(key("o", "Team")) });
+        let visitor = Scope { user: Some("bob".into()), share: Some(share.clone()) };
+        let rights = visitor.rights(&key("o", "Team/x.docx"));
+        assert_eq!((rights.controls.download, rights.controls.print, rights.controls.copy), (false, false, false));
+        let today = chrono::NaiveDate::from_ymd_opt(2026, 3, 9).unwrap();
+        assert_eq!(rights.controls.watermark_text("Bob", today).as_deref(), Some("Bob · 2026-03-09 · Bob"));
+        assert!(!rights.may_create_copies(), "no Save As where downloads are off, even with edit rights");
+        assert_eq!(rights.clone().capped(Level::View).controls, rights.controls, "derived tokens keep the controls");
+        // The owner, even through the share, is unrestricted.
+        let owner = Scope { user: Some("o".into()), share: Some(share) };
+        assert_eq!(owner.rights(&key("o", "Team/x.docx")).controls, ClientControls::UNRESTRICTED);
+        // Defaults: nothing restricted.
+        let plain: ShareManifest = serde_json::from_value(serde_json::json!({"owner": "o", "path": "a"})).unwrap();
+        assert_eq!(ClientControls::of(&plain), ClientControls::UNRESTRICTED);
     }
 }

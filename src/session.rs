@@ -8,11 +8,11 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Caller};
-use crate::discovery::DiscoveryError;
+use crate::discovery::{DiscoveryError, Wanted};
 use crate::passwords::PasswordCheck;
 use crate::policy::{Level, PolicyError};
 use crate::state::AppState;
-use crate::store::{ids, Entry, FileMeta, StoreError};
+use crate::store::{ids, Entry, FileKey, FileMeta, StoreError};
 use crate::token::{Action, Grant, TokenError};
 use crate::uri::{FileUri, UriError};
 use crate::users;
@@ -36,7 +36,28 @@ pub struct ViewerSession {
     pub access_token: String,
     pub expires_ms: i64,
     pub action: Action,
+    /// The discovery action `wopi_src` opens (`view`, `view_comment`, `editnew`, `convert`, …).
+    pub viewer_action: String,
     pub wopi_src: String,
+}
+
+/// The layout the platform asks for (`X-Wopigate-Device`, else the viewer's `mobile` setting).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Device {
+    Desktop,
+    Mobile,
+}
+
+impl Device {
+    /// The header's value; the caller's value is not repeated in the error.
+    pub fn parse(header: Option<&str>) -> Result<Option<Device>, SessionError> {
+        match header.map(str::trim) {
+            None | Some("") => Ok(None),
+            Some(v) if v.eq_ignore_ascii_case("mobile") => Ok(Some(Device::Mobile)),
+            Some(v) if v.eq_ignore_ascii_case("desktop") => Ok(Some(Device::Desktop)),
+            Some(_) => Err(SessionError::BadDevice),
+        }
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +80,8 @@ pub enum SessionError {
     NoSuchVersion(String),
     #[error("parent_uri: {0}")]
     BadParent(String),
+    #[error("X-Wopigate-Device: must be mobile or desktop")]
+    BadDevice,
     #[error(transparent)]
     Discovery(DiscoveryError),
     #[error(transparent)]
@@ -67,18 +90,23 @@ pub enum SessionError {
     Token(#[from] TokenError),
 }
 
-/// Creates a viewer session. `authorization` and `ticket` are the raw header values; `client`
-/// is the caller's address (share password attempts are limited per address).
+/// Creates a viewer session. `authorization`, `ticket` and `device` are the raw header values;
+/// `client` is the caller's address (share password attempts are limited per address).
 pub async fn create(
     app: &AppState,
     authorization: Option<&str>,
     ticket: Option<&str>,
+    device: Option<&str>,
     client: Option<IpAddr>,
     request: SessionRequest,
 ) -> Result<ViewerSession, SessionError> {
     let caller = app.callers.verify(authorization)?;
     let uri = FileUri::parse(&request.uri).map_err(|source| SessionError::Uri { field: "uri", source })?;
     let viewer = app.viewers.config(request.viewer_id).ok_or(SessionError::UnknownViewer(request.viewer_id))?;
+    let mobile = match Device::parse(device)? {
+        Some(device) => device == Device::Mobile,
+        None => viewer.mobile,
+    };
     let now = app.clock.now();
     let store = app.store.as_ref();
     let passwords = app.passwords.for_client(client);
@@ -110,18 +138,33 @@ pub async fn create(
         Some(raw) if !raw.trim().is_empty() => Some(parent_folder(app, &caller, raw, ticket, access.share.as_deref(), &passwords).await?),
         _ => None,
     };
+    // Where files created from the session go (PutRelativeFile decides the same way).
+    let folder = match &parent {
+        Some((_, key)) => key.clone(),
+        None => FileKey { owner: access.key.owner.clone(), path: access.key.path.parent() },
+    };
 
     let may_edit = access.rights.level == Level::Edit && version.is_empty() && opened.size <= app.config.edit_max_size;
-    let wanted = if request.preferred_action == Action::Edit && may_edit { Action::Edit } else { Action::View };
+    let action = if request.preferred_action == Action::Edit && may_edit { Action::Edit } else { Action::View };
+    let wanted = Wanted {
+        action,
+        empty: opened.size == 0,
+        mobile,
+        // A conversion ends in PutRelativeFile: offered only where it can succeed.
+        may_convert: access.scope.rights(&folder).may_create_copies(),
+    };
 
     let session_id = Uuid::new_v4();
     let base = viewer.public_url.as_deref().unwrap_or(&app.config.public_url);
     let wopi_src = format!("{base}/wopi/files/{file_id}");
     let chosen = app
         .viewers
-        .action_url(viewer, &ext, wanted, opened.size == 0, &wopi_src, &session_id.to_string())
+        .action_url(viewer, &ext, wanted, &wopi_src, &session_id.to_string())
         .await
         .map_err(SessionError::Discovery)?;
+    if let Some(target) = &chosen.target_ext {
+        tracing::info!(file_id = %file_id, target_ext = %target, "viewer session opens a conversion");
+    }
 
     let (sub, name, anon, profile) = match &caller {
         Caller::User { id, name, extra } => {
@@ -147,7 +190,7 @@ pub async fn create(
         vid: viewer.id,
         profile,
         shr: access.share,
-        pid: parent,
+        pid: parent.map(|(id, _)| id),
     };
     // Tokens live on system time: that is the time their verification (jsonwebtoken) uses.
     let (access_token, claims) = app.tokens.mint(grant, chrono::Utc::now().timestamp(), None)?;
@@ -156,13 +199,15 @@ pub async fn create(
         access_token,
         expires_ms: claims.expires_ms(),
         action: chosen.action,
+        viewer_action: chosen.name,
         wopi_src: chosen.url,
     })
 }
 
 /// `parent_uri` must be a folder the caller reaches the same way as the file (own files, or the
-/// same share); it is where files created from the session go. Returns its id: whether the
-/// session may create files there is decided when it does, from the store's state then.
+/// same share); it is where files created from the session go. Returns its id and where it is:
+/// whether the session may create files there is decided when it does, from the store's state
+/// then.
 async fn parent_folder(
     app: &AppState,
     caller: &Caller,
@@ -170,14 +215,14 @@ async fn parent_folder(
     ticket: Option<&str>,
     file_share: Option<&str>,
     passwords: &PasswordCheck<'_>,
-) -> Result<String, SessionError> {
+) -> Result<(String, FileKey), SessionError> {
     let uri = FileUri::parse(raw).map_err(|source| SessionError::Uri { field: "parent_uri", source })?;
     let access = app.policy.open(caller, &uri, ticket, file_share, app.clock.now(), passwords).await?;
     if access.share.as_deref() != file_share {
         return Err(SessionError::BadParent("must be in the same file system as uri".into()));
     }
     match app.store.stat(&access.key).await? {
-        Some(Entry::Folder) if access.rights.level != Level::None => Ok(ids::file_id(app.store.as_ref(), &access.key).await?),
+        Some(Entry::Folder) if access.rights.level != Level::None => Ok((ids::file_id(app.store.as_ref(), &access.key).await?, access.key)),
         Some(Entry::Folder) | None => Err(SessionError::BadParent("folder not found".into())),
         Some(Entry::File(_)) => Err(SessionError::BadParent("names a file, not a folder".into())),
     }

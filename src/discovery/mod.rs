@@ -12,15 +12,65 @@ use uuid::Uuid;
 use crate::config::{Config, ViewerConfig};
 use crate::metrics::Metrics;
 use crate::token::Action;
-pub use parse::{Discovery, ProofKeys, RsaPublicKey};
+pub use parse::{Discovery, DiscoveryAction, ProofKeys, RsaPublicKey};
 
-/// Action names that open a file for reading / writing, most preferred first. Collabora lists
-/// most formats under `edit` only: a view session then uses that URL, and CheckFileInfo's
-/// permissions make it read-only.
-const VIEW_ACTIONS: &[&str] = &["view", "embedview", "mobileView", "edit"];
+/// Action names that open a file for reading, most preferred first. Collabora offers PDF only as
+/// `view_comment`, and lists most formats under `edit` only: a view session then uses that URL,
+/// and CheckFileInfo's permissions make it read-only.
+const VIEW_ACTIONS: &[&str] = &["view", "view_comment", "embedview", "mobileView", "edit"];
+const MOBILE_VIEW_ACTIONS: &[&str] = &["mobileView", "view", "view_comment", "embedview", "edit"];
 const EDIT_ACTIONS: &[&str] = &["edit"];
+const MOBILE_EDIT_ACTIONS: &[&str] = &["mobileEdit", "edit"];
 /// Office wants `editnew` (blank template written by the client) for zero-byte files.
 const EDIT_NEW_ACTIONS: &[&str] = &["editnew", "edit"];
+const MOBILE_EDIT_NEW_ACTIONS: &[&str] = &["editnew", "mobileEdit", "edit"];
+/// Binary formats (doc, xls, ppt, odt) that Office for the web and ONLYOFFICE edit only after
+/// converting them: the client then creates the converted file with PutRelativeFile.
+const CONVERT: &str = "convert";
+
+/// What a session asks of the client's discovery.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Wanted {
+    /// `Edit` only when the session may edit the file.
+    pub action: Action,
+    /// The file has no bytes yet: `editnew` where the client offers it.
+    pub empty: bool,
+    /// The platform asked for the mobile layout: `mobileView`/`mobileEdit` first.
+    pub mobile: bool,
+    /// The session may create the converted file (what PutRelativeFile needs): a format the
+    /// client edits only by converting it opens with the `convert` action.
+    pub may_convert: bool,
+}
+
+impl Wanted {
+    /// Desktop, non-empty, no conversion.
+    pub fn plain(action: Action) -> Wanted {
+        Wanted { action, empty: false, mobile: false, may_convert: false }
+    }
+}
+
+/// The discovery action for a file of extension `ext`, and the session action it gives: edit
+/// (`editnew` for empty files, `mobileEdit` on mobile), else the `convert` action (edit: the
+/// client writes the converted file with PutRelativeFile), else view (`mobileView` first on
+/// mobile, then `view`, `view_comment`, `embedview`, `mobileView`, and `edit` used read-only).
+pub fn choose<'a>(doc: &'a Discovery, zone: Option<&str>, ext: &str, wanted: Wanted) -> Option<(Action, &'a DiscoveryAction)> {
+    let find = |names: &[&str]| doc.find_action(zone, ext, names).map(|(_, a)| a);
+    let view_names = if wanted.mobile { MOBILE_VIEW_ACTIONS } else { VIEW_ACTIONS };
+    let view = || find(view_names).map(|a| (Action::View, a));
+    if wanted.action == Action::View {
+        return view();
+    }
+    let edit_names = match (wanted.empty, wanted.mobile) {
+        (false, false) => EDIT_ACTIONS,
+        (false, true) => MOBILE_EDIT_ACTIONS,
+        (true, false) => EDIT_NEW_ACTIONS,
+        (true, true) => MOBILE_EDIT_NEW_ACTIONS,
+    };
+    find(edit_names)
+        .or_else(|| find(&[CONVERT]).filter(|a| wanted.may_convert && !a.target_ext.is_empty()))
+        .map(|a| (Action::Edit, a))
+        .or_else(view)
+}
 
 #[derive(Debug, thiserror::Error, Clone, PartialEq, Eq)]
 pub enum DiscoveryError {
@@ -51,6 +101,10 @@ struct ViewerEntry {
 pub struct ChosenAction {
     /// The action the session gets (edit falls back to view when the client cannot edit).
     pub action: Action,
+    /// The discovery action the URL opens (`view`, `view_comment`, `editnew`, `convert`, …).
+    pub name: String,
+    /// For `convert`: the extension of the file the conversion creates.
+    pub target_ext: Option<String>,
     pub url: String,
 }
 
@@ -217,13 +271,12 @@ impl Viewers {
         self.entries.iter().all(|e| e.state.read().map(|s| s.document.is_some()).unwrap_or(false))
     }
 
-    /// Chooses the action and builds the iframe URL for a file of extension `ext`.
+    /// Chooses the action (see `choose`) and builds the iframe URL for a file of extension `ext`.
     pub async fn action_url(
         &self,
         viewer: &ViewerConfig,
         ext: &str,
-        wanted: Action,
-        empty_file: bool,
+        wanted: Wanted,
         wopi_src: &str,
         session_id: &str,
     ) -> Result<ChosenAction, DiscoveryError> {
@@ -232,22 +285,18 @@ impl Viewers {
             return Err(no_action());
         }
         let doc = self.discovery(viewer.id).await?;
-        let zone = viewer.net_zone.as_deref();
-        let edit_names = if empty_file { EDIT_NEW_ACTIONS } else { EDIT_ACTIONS };
-        let found = match wanted {
-            Action::Edit => doc
-                .find_action(zone, ext, edit_names)
-                .map(|(_, a)| (Action::Edit, a))
-                .or_else(|| doc.find_action(zone, ext, VIEW_ACTIONS).map(|(_, a)| (Action::View, a))),
-            Action::View => doc.find_action(zone, ext, VIEW_ACTIONS).map(|(_, a)| (Action::View, a)),
-        };
-        let (action, discovery_action) = found.ok_or_else(no_action)?;
+        let (action, chosen) = choose(&doc, viewer.net_zone.as_deref(), ext, wanted).ok_or_else(no_action)?;
         let params = action_url::ActionParams {
             wopi_src,
             lang: viewer.lang.as_deref().unwrap_or(&self.lang),
             host_session_id: session_id,
         };
-        Ok(ChosenAction { action, url: action_url::build(&discovery_action.urlsrc, &params) })
+        Ok(ChosenAction {
+            action,
+            name: chosen.name.clone(),
+            target_ext: (!chosen.target_ext.is_empty()).then(|| chosen.target_ext.clone()),
+            url: action_url::build(&chosen.urlsrc, &params),
+        })
     }
 
     /// What a viewer offers, for the platform's file menu: extensions it can view or edit
@@ -262,7 +311,7 @@ impl Viewers {
             return offer;
         };
         let zone = viewer.net_zone.as_deref();
-        offer.exts = doc.extensions(zone, &["view", "embedview", "mobileView", "edit"]);
+        offer.exts = doc.extensions(zone, VIEW_ACTIONS);
         if let Some(allowed) = &viewer.extensions {
             offer.exts.retain(|e| allowed.contains(e));
         }
@@ -270,9 +319,12 @@ impl Viewers {
             .exts
             .iter()
             .map(|ext| {
-                let view = doc.find_action(zone, ext, VIEW_ACTIONS).map(|(_, a)| a.urlsrc.clone());
-                let edit = doc.find_action(zone, ext, EDIT_ACTIONS).map(|(_, a)| a.urlsrc.clone());
-                (ext.clone(), view, edit)
+                // What a session asking for view or edit would open (edit: maybe by converting).
+                let template = |wanted: Wanted| {
+                    choose(doc, zone, ext, wanted).filter(|(a, _)| *a == wanted.action).map(|(_, a)| a.urlsrc.clone())
+                };
+                let edit = Wanted { may_convert: true, ..Wanted::plain(Action::Edit) };
+                (ext.clone(), template(Wanted::plain(Action::View)), template(edit))
             })
             .collect();
         offer.icon = doc.fav_icon(zone).map(str::to_string);
@@ -299,5 +351,102 @@ fn without_url(e: &reqwest::Error) -> String {
         "could not read the response body".into()
     } else {
         "request failed".into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn doc(name: &str) -> Discovery {
+        let path = format!("{}/tests/fixtures/discovery/{name}.xml", env!("CARGO_MANIFEST_DIR"));
+        Discovery::parse(&std::fs::read_to_string(path).unwrap()).unwrap()
+    }
+
+    /// A discovery with one app holding `actions`.
+    fn word_app(actions: &str) -> Discovery {
+        let xml = format!(r#"<wopi-discovery><net-zone name="external-http"><app name="Word">{actions}</app></net-zone></wopi-discovery>"#);
+        Discovery::parse(&xml).unwrap()
+    }
+
+    const VIEW: Wanted = Wanted { action: Action::View, empty: false, mobile: false, may_convert: false };
+    const EDIT: Wanted = Wanted { action: Action::Edit, empty: false, mobile: false, may_convert: true };
+
+    /// (session action, discovery action name, target extension) chosen for `ext`.
+    fn pick(doc: &Discovery, zone: Option<&str>, ext: &str, wanted: Wanted) -> Option<(Action, String, String)> {
+        choose(doc, zone, ext, wanted).map(|(action, a)| (action, a.name.clone(), a.target_ext.clone()))
+    }
+
+    fn named(action: Action, name: &str) -> Option<(Action, String, String)> {
+        Some((action, name.to_string(), String::new()))
+    }
+
+    #[test]
+    fn collabora_view_falls_back_to_view_comment_then_edit() {
+        let cool = doc("collabora");
+        // PDF is offered only as view_comment (by extension and by MIME type).
+        assert_eq!(pick(&cool, None, "pdf", VIEW), named(Action::View, "view_comment"));
+        // Editing a PDF: no edit action, nothing to convert: a read-only view_comment session.
+        assert_eq!(pick(&cool, None, "pdf", EDIT), named(Action::View, "view_comment"));
+        // A real view action wins over edit.
+        assert_eq!(pick(&cool, None, "sxw", VIEW), named(Action::View, "view"));
+        // Most formats are only under edit: used read-only for viewing.
+        assert_eq!(pick(&cool, None, "docx", VIEW), named(Action::View, "edit"));
+        assert_eq!(pick(&cool, None, "docx", EDIT), named(Action::Edit, "edit"));
+        // Collabora edits binary formats itself: no conversion.
+        assert_eq!(pick(&cool, None, "doc", EDIT), named(Action::Edit, "edit"));
+        // No editnew or mobile actions: the plain ones.
+        let empty_mobile = Wanted { empty: true, mobile: true, ..EDIT };
+        assert_eq!(pick(&cool, None, "docx", empty_mobile), named(Action::Edit, "edit"));
+        assert_eq!(pick(&cool, None, "pdf", Wanted { mobile: true, ..VIEW }), named(Action::View, "view_comment"));
+        assert_eq!(pick(&cool, None, "zip", VIEW), None);
+    }
+
+    #[test]
+    fn office_editnew_mobile_and_convert() {
+        let office = doc("office");
+        let zone = Some("external-https");
+        assert_eq!(pick(&office, zone, "docx", VIEW), named(Action::View, "view"));
+        assert_eq!(pick(&office, zone, "docx", Wanted { mobile: true, ..VIEW }), named(Action::View, "mobileView"));
+        assert_eq!(pick(&office, zone, "docx", EDIT), named(Action::Edit, "edit"));
+        assert_eq!(pick(&office, zone, "docx", Wanted { empty: true, ..EDIT }), named(Action::Edit, "editnew"));
+        // Office has no mobileEdit: mobile editing uses edit (editnew for empty files).
+        assert_eq!(pick(&office, zone, "docx", Wanted { mobile: true, ..EDIT }), named(Action::Edit, "edit"));
+        assert_eq!(pick(&office, zone, "docx", Wanted { mobile: true, empty: true, ..EDIT }), named(Action::Edit, "editnew"));
+        // Binary formats: edit means convert, when the session may create the converted file.
+        assert_eq!(pick(&office, zone, "doc", EDIT), Some((Action::Edit, "convert".into(), "docx".into())));
+        assert_eq!(pick(&office, zone, "xls", EDIT), Some((Action::Edit, "convert".into(), "xlsx".into())));
+        assert_eq!(pick(&office, zone, "doc", Wanted { may_convert: false, ..EDIT }), named(Action::View, "view"));
+        assert_eq!(pick(&office, zone, "doc", VIEW), named(Action::View, "view"));
+        // The internal zone has only view for docx, and nothing for doc.
+        assert_eq!(pick(&office, None, "docx", EDIT), named(Action::View, "view"));
+        assert_eq!(pick(&office, None, "doc", EDIT), None);
+    }
+
+    #[test]
+    fn onlyoffice_mobile_embed_and_convert() {
+        let oo = doc("onlyoffice");
+        assert_eq!(pick(&oo, None, "docx", VIEW), named(Action::View, "view"));
+        assert_eq!(pick(&oo, None, "docx", Wanted { mobile: true, ..VIEW }), named(Action::View, "mobileView"));
+        assert_eq!(pick(&oo, None, "docx", Wanted { mobile: true, ..EDIT }), named(Action::Edit, "mobileEdit"));
+        assert_eq!(pick(&oo, None, "docx", Wanted { empty: true, mobile: true, ..EDIT }), named(Action::Edit, "editnew"));
+        assert_eq!(pick(&oo, None, "docx", Wanted { empty: true, ..EDIT }), named(Action::Edit, "editnew"));
+        for (ext, target) in [("doc", "docx"), ("odt", "docx"), ("xls", "xlsx"), ("ppt", "pptx")] {
+            assert_eq!(pick(&oo, None, ext, EDIT), Some((Action::Edit, "convert".into(), target.into())), "{ext}");
+            assert_eq!(pick(&oo, None, ext, VIEW), named(Action::View, "view"), "{ext}");
+        }
+        // Without view and mobileView, embedview is the view (a discovery with only that).
+        let embed_only = word_app(
+            r#"<action name="embedview" ext="docx" urlsrc="http://ds.test/embed?"/>
+               <action name="mobileView" ext="docx" urlsrc="http://ds.test/mobile?"/>"#,
+        );
+        assert_eq!(pick(&embed_only, None, "docx", VIEW), named(Action::View, "embedview"));
+        assert_eq!(pick(&embed_only, None, "docx", Wanted { mobile: true, ..VIEW }), named(Action::View, "mobileView"));
+        // A convert action that does not say what it produces is not used.
+        let no_target = word_app(
+            r#"<action name="view" ext="doc" urlsrc="http://ds.test/view?"/>
+               <action name="convert" ext="doc" urlsrc="http://ds.test/convert?"/>"#,
+        );
+        assert_eq!(pick(&no_target, None, "doc", EDIT), named(Action::View, "view"));
     }
 }

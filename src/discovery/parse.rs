@@ -31,6 +31,9 @@ pub struct DiscoveryAction {
     pub urlsrc: String,
     pub default: bool,
     pub requires: Vec<String>,
+    /// `convert` actions: the extension the conversion produces (`targetext`, lower-case, no
+    /// dot); empty otherwise.
+    pub target_ext: String,
 }
 
 /// An RSA public key as discovery publishes it: big-endian modulus and exponent.
@@ -145,19 +148,25 @@ fn parse_zone(node: roxmltree::Node) -> NetZone {
                 .filter_map(|a| {
                     Some(DiscoveryAction {
                         name: a.attribute("name")?.to_string(),
-                        ext: a.attribute("ext").unwrap_or_default().trim_start_matches('.').to_ascii_lowercase(),
+                        ext: bare_ext(a.attribute("ext")),
                         urlsrc: a.attribute("urlsrc").filter(|u| !u.is_empty())?.to_string(),
                         default: a.attribute("default").is_some_and(|d| d.eq_ignore_ascii_case("true")),
                         requires: a
                             .attribute("requires")
                             .map(|r| r.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect())
                             .unwrap_or_default(),
+                        target_ext: bare_ext(a.attribute("targetext")),
                     })
                 })
                 .collect(),
         })
         .collect();
     NetZone { name: node.attribute("name").unwrap_or_default().to_string(), apps }
+}
+
+/// An extension attribute as we compare it: lower-case, without a leading dot.
+fn bare_ext(value: Option<&str>) -> String {
+    value.unwrap_or_default().trim().trim_start_matches('.').to_ascii_lowercase()
 }
 
 fn parse_proof_key(node: roxmltree::Node) -> Result<Option<ProofKeys>, ParseError> {
@@ -201,7 +210,8 @@ mod tests {
         assert!(doc.find_action(None, "docx", &["view"]).is_none());
         assert!(doc.find_action(None, "zip", &["view", "edit"]).is_none());
         // The Capabilities app (ext="") is not an extension.
-        assert_eq!(doc.extensions(None, &["view", "edit"]), ["doc", "docx", "ods", "odt", "pdf", "xlsx"]);
+        assert_eq!(doc.extensions(None, &["view", "view_comment", "edit"]), ["doc", "docx", "ods", "odt", "pdf", "sxw", "xlsx"]);
+        assert_eq!(doc.find_action(None, "pdf", &["view", "view_comment"]).unwrap().1.name, "view_comment");
     }
 
     #[test]
@@ -217,6 +227,8 @@ mod tests {
         assert_eq!(doc.fav_icon(None), Some("http://ds.test/web-apps/apps/documenteditor/main/resources/img/favicon.ico"));
         let (_, convert) = doc.find_action(None, "doc", &["convert"]).unwrap();
         assert!(convert.urlsrc.contains("convert-and-edit/doc/docx"));
+        assert_eq!(convert.target_ext, "docx");
+        assert_eq!(view.target_ext, "");
     }
 
     #[test]

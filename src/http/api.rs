@@ -76,7 +76,9 @@ impl ApiError {
             E::Auth(AuthError::Malformed | AuthError::NotConfigured | AuthError::Expired | AuthError::Invalid(_)) => {
                 code::LOGIN_REQUIRED
             }
-            E::Uri { .. } | E::UnknownViewer(_) | E::NoExtension | E::BadParent(_) => code::INVALID_PARAMETERS,
+            E::Uri { .. } | E::UnknownViewer(_) | E::NoExtension | E::BadParent(_) | E::BadDevice => {
+                code::INVALID_PARAMETERS
+            }
             E::Policy(p) => match p {
                 PolicyError::LoginRequired => code::LOGIN_REQUIRED,
                 PolicyError::OwnerOnly(_) => code::OWNER_ONLY,
@@ -160,8 +162,9 @@ pub async fn viewer_session(
     let request: SessionRequest = json_body(&req, body).await?;
     let authorization = header(&req, "authorization");
     let ticket = header(&req, "x-cr-purchase-ticket");
+    let device = header(&req, "x-wopigate-device");
     let client = client_address(&req, &state.config.trusted_proxies);
-    let session = session::create(&state, authorization, ticket, client, request)
+    let session = session::create(&state, authorization, ticket, device, client, request)
         .await
         .map_err(|e| ApiError::from_session(e, &req))?;
     note(&req, |log| log.session_id = Some(session.id.to_string()));
@@ -171,6 +174,7 @@ pub async fn viewer_session(
             "access_token": session.access_token,
             "expires": session.expires_ms,
             "action": session.action,
+            "viewer_action": session.viewer_action,
         },
         "wopi_src": session.wopi_src,
     })))

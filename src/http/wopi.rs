@@ -220,6 +220,8 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
                 relative: header(&req, "x-wopi-relativetarget"),
                 overwrite: header(&req, "x-wopi-overwriterelativetarget"),
                 size: header(&req, "x-wopi-size"),
+                // Sent without a value by some clients: present and not "false" means a conversion.
+                conversion: header(&req, "x-wopi-fileconversion").is_some_and(|v| !v.trim().eq_ignore_ascii_case("false")),
             };
             let created = wopi::put_relative(&app, &session, request, body).await?;
             Ok(json_ok(serde_json::to_value(created).unwrap_or_default()))

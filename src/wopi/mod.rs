@@ -13,7 +13,7 @@ use serde_json::{json, Value};
 use crate::auth::{Caller, UserExtra};
 use crate::discovery::action_url::encode_component;
 use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
-use crate::policy::{Freshness, Level, PolicyError, Principal, Rights, Scope};
+use crate::policy::{ClientControls, Freshness, Level, PolicyError, Principal, Rights, Scope};
 use crate::proof::{self, ProofCheck, ProofHeaders};
 use crate::state::AppState;
 use crate::store::{ids, ByteStream, Entry, FileGuard, FileKey, FileMeta, Precondition, Staged, StoreError};
@@ -295,6 +295,44 @@ pub struct FileInfo<'a> {
     host_view_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     host_edit_url: Option<String>,
+    #[serde(flatten)]
+    controls: ControlProperties,
+}
+
+/// A share's secure-view settings as the clients read them (Collabora's names, and the WOPI
+/// ones Office and ONLYOFFICE honour); left out when not restricted.
+#[derive(Serialize, Default)]
+#[serde(rename_all = "PascalCase")]
+struct ControlProperties {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    watermark_text: Option<String>,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_export: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hide_export_option: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_print: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    hide_print_option: bool,
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    disable_copy: bool,
+    /// WOPI's (Excel, ONLYOFFICE): copying stays inside the document.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    copy_paste_restrictions: Option<&'static str>,
+}
+
+impl ControlProperties {
+    fn of(controls: &ClientControls, user: &str, today: chrono::NaiveDate) -> ControlProperties {
+        ControlProperties {
+            watermark_text: controls.watermark_text(user, today),
+            disable_export: !controls.download,
+            hide_export_option: !controls.download,
+            disable_print: !controls.print,
+            hide_print_option: !controls.print,
+            disable_copy: !controls.copy,
+            copy_paste_restrictions: (!controls.copy).then_some("CurrentDocumentOnly"),
+        }
+    }
 }
 
 /// CheckFileInfo (serialized to JSON bytes).
@@ -345,6 +383,7 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         post_message_origin: app.viewers.config(s.claims.vid).and_then(|v| v.post_message_origin.as_deref()),
         host_view_url: host_page(app, &s.claims.fid, "view"),
         host_edit_url: host_page(app, &s.claims.fid, "edit"),
+        controls: ControlProperties::of(&s.rights.controls, &s.claims.name, app.clock.now().date_naive()),
     };
     serde_json::to_vec(&info).map_err(|e| WopiError::Store(StoreError::Io(std::io::Error::other(e))))
 }
@@ -587,6 +626,10 @@ pub struct RelativeRequest<'a> {
     pub relative: Option<&'a str>,
     pub overwrite: Option<&'a str>,
     pub size: Option<&'a str>,
+    /// `X-WOPI-FileConversion`: the client converted the file (the `convert` action) and sends
+    /// the result. Created like any PutRelativeFile (a new file beside the original, or in the
+    /// session's folder); logged as a conversion.
+    pub conversion: bool,
 }
 
 #[derive(Serialize)]
@@ -608,7 +651,8 @@ fn header_name(value: &str, header: &str) -> Result<String, WopiError> {
 }
 
 /// The folder files created from a session go to (its `parent_uri`, else the file's own folder)
-/// when the session's user may create files there now; `None` when not.
+/// when the session's user may create files there now (edit rights, downloads allowed: a copy is
+/// an export); `None` when not.
 async fn relative_folder(app: &AppState, s: &FileSession) -> Result<Option<FileKey>, WopiError> {
     let folder = match &s.claims.pid {
         Some(id) => match ids::resolve(app.store.as_ref(), id).await? {
@@ -617,14 +661,23 @@ async fn relative_folder(app: &AppState, s: &FileSession) -> Result<Option<FileK
         },
         None => FileKey { owner: s.key.owner.clone(), path: s.key.path.parent() },
     };
-    Ok((s.scope.rights(&folder).level == Level::Edit).then_some(folder))
+    Ok(s.scope.rights(&folder).may_create_copies().then_some(folder))
 }
 
-/// Whether the session may still edit `target` (a file to write, or a folder to create in), from
-/// the share as it is now: an upload can take long, and the share may have been revoked or
-/// made read-only while its body arrived.
+/// Whether the session may still edit `target` (a file to write), from the share as it is now:
+/// an upload can take long, and the share may have been revoked or made read-only while its
+/// body arrived.
 async fn still_editable(app: &AppState, s: &FileSession, target: &FileKey) -> Result<(), WopiError> {
-    if token_rights(app, &s.claims, target, Freshness::Fresh).await?.1.level == Level::Edit {
+    still_allowed(app, s, target, |r| r.level == Level::Edit).await
+}
+
+/// `still_editable` for a folder to create a copy in (see `Rights::may_create_copies`).
+async fn still_may_create(app: &AppState, s: &FileSession, folder: &FileKey) -> Result<(), WopiError> {
+    still_allowed(app, s, folder, Rights::may_create_copies).await
+}
+
+async fn still_allowed(app: &AppState, s: &FileSession, target: &FileKey, allowed: fn(&Rights) -> bool) -> Result<(), WopiError> {
+    if allowed(&token_rights(app, &s.claims, target, Freshness::Fresh).await?.1) {
         Ok(())
     } else {
         Err(WopiError::Unauthorized("this session may no longer change the file (its share changed or is gone)".into()))
@@ -711,7 +764,7 @@ where
     };
     let source_time = wopi_time(current_meta(app, s).await?.1.modified);
     let staged = stage(app, body).await?;
-    let created = match still_editable(app, s, &folder).await {
+    let created = match still_may_create(app, s, &folder).await {
         Ok(()) => save_relative(app, s, &folder, &staged, target).await,
         Err(e) => Err(e),
     };
@@ -719,6 +772,10 @@ where
         app.store.discard(staged).await;
     }
     let (name, new_id) = created?;
+    if request.conversion {
+        // The original stays as it was; the converted file is a new one beside it.
+        tracing::info!(file_id = %s.claims.fid, converted_file_id = %new_id, target_ext = %names::split(&name).1, "file converted");
+    }
     let rights = s.scope.rights(&child(&folder, &name)?).capped(token_level(&s.claims));
     let (token, _) = mint_for(app, &s.claims, new_id.clone(), rights.level)?;
     Ok(NewFile {

@@ -1,11 +1,13 @@
 //! HTTP integration tests: the real app on a random port, a real store in a temp directory.
 
 mod collabora;
+mod conversions;
 mod helpers;
 mod ops;
 mod permissions;
 mod process;
 mod proof;
+mod share_controls;
 mod share_passwords;
 mod tokens;
 mod viewer_session;

@@ -578,12 +578,15 @@ async fn explorer_config_lists_viewers() {
     assert_eq!(collabora["id"], COLLABORA.to_string());
     assert_eq!(collabora["type"], "wopi");
     assert_eq!(collabora["display_name"], "Collabora");
-    assert_eq!(collabora["exts"], json!(["doc", "docx", "ods", "odt", "pdf", "xlsx"]));
+    assert_eq!(collabora["exts"], json!(["doc", "docx", "ods", "odt", "pdf", "sxw", "xlsx"]), "pdf through view_comment");
+    assert!(collabora["wopi_actions"]["pdf"]["view"].is_string() && collabora["wopi_actions"]["pdf"].get("edit").is_none());
     let onlyoffice = &viewers[1];
     assert_eq!(onlyoffice["exts"], json!(["docx", "pdf", "xlsx"]), "allow-list applied");
     assert!(onlyoffice["icon"].as_str().unwrap().ends_with("favicon.ico"));
     assert!(onlyoffice["wopi_actions"]["docx"]["edit"].as_str().unwrap().contains("/word/edit?"));
-    assert_eq!(viewers[2]["exts"], json!(["docx", "xlsx"]), "Office: only the configured zone");
+    assert_eq!(viewers[2]["exts"], json!(["doc", "docx", "xls", "xlsx"]), "Office: only the configured zone");
+    // Binary formats are edited by converting them: their edit template is the convert action's.
+    assert!(viewers[2]["wopi_actions"]["doc"]["edit"].as_str().unwrap().contains("WordConvertAndEdit.aspx"));
 }
 
 #[tokio::test]
