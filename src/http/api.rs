@@ -173,6 +173,8 @@ pub async fn viewer_session(
             "action": session.action,
         },
         "wopi_src": session.wopi_src,
+        // An extension of Cloudreve's answer (its clients ignore it): wopigate's own host page.
+        "host_url": session.host_url,
     })))
 }
 

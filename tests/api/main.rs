@@ -2,6 +2,7 @@
 
 mod collabora;
 mod helpers;
+mod host_page;
 mod ops;
 mod permissions;
 mod process;
