@@ -8,7 +8,7 @@ use std::time::Duration;
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::process::{command, stop, wait_healthy};
+use crate::process::{serve_document, stop};
 
 /// Waits until every viewer's discovery has loaded (the page's CSP names their origins).
 async fn ready(app: &TestApp) {
@@ -206,11 +206,7 @@ async fn a_platform_host_page_overrides_ours() {
 async fn opening_the_page_puts_no_token_in_the_log() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let env = base_env(port, dir.path(), &[]);
-    std::fs::create_dir_all(dir.path().join("u1")).unwrap();
-    std::fs::write(dir.path().join("u1/a.docx"), b"x").unwrap();
-    let mut child = command(&env).spawn().unwrap();
-    wait_healthy(port, &mut child).await;
+    let child = serve_document(port, dir.path(), &base_env(port, dir.path(), &[]), b"x").await;
     let app = TestApp::on_port(port, dir.path());
     let e = app.open("u1", "cloudreve://my/a.docx", "edit").await;
     let token = e["data"]["session"]["access_token"].as_str().unwrap().to_string();
