@@ -4,7 +4,9 @@
 Two runs, each on a fresh data directory and a fresh server on 127.0.0.1:
   1. without proof keys;
   2. with a proof key in the viewer's discovery, every request signed (--proof-key/--proof-key-old).
-A run fails on any failed test, and when a required group has a test that did not run.
+A run fails on any failed test, when a required group has a test that did not run, and when a
+required test did not pass. The server runs with default settings: its own host page gives the
+host URLs (HostViewUrl/HostEditUrl) the suite checks.
 
 Usage: scripts/conformance.py [--binary target/debug/wopigate] [--validator DIR]
 """
@@ -27,6 +29,8 @@ REQUIRED_GROUPS = {
     "CheckFileInfoSchema", "BaseWopiViewing", "Locks", "GetLock", "ExtendedLockLength", "EditFlows",
     "FileVersion", "PutUserInfo", "PutRelativeFile", "RenameFileIfCreateChildFileIsNotSupported",
 }
+# Tests that must pass with wopigate's default settings (its own host page gives the host URLs).
+REQUIRED_TESTS = {"PutRelativeFile/PutRelativeFile.IncludeHostUrls"}
 # Without signing, the validator sends no proof headers at all: these requests are then identical
 # to the ones that must succeed, and no host can answer them 500. They run in the signed run.
 UNSIGNED_IMPOSSIBLE = {
@@ -122,7 +126,6 @@ def run(name: str, binary: str, validator: str, signed: bool, backend_env: dict)
             "WOPIGATE_TOKEN_SECRET": TOKEN_SECRET,
             "WOPIGATE_CALLER_JWT_SECRET": CALLER_SECRET,
             "WOPIGATE_VIEWERS": json.dumps([{"id": VIEWER_ID, "name": "Validator", "discovery": discovery}]),
-            "WOPIGATE_HOST_PAGE_URL": "https://drive.example.test/open?file={file_id}&action={action}",
             "WOPIGATE_LOG_FORMAT": "text",
             "RUST_LOG": "warn",
         }
@@ -165,6 +168,10 @@ def run(name: str, binary: str, validator: str, signed: bool, backend_env: dict)
             if not tests or len(ran) != len(tests):
                 print(f"conformance: group {group}: {len(ran)} of {len(tests)} tests ran", flush=True)
                 ok = False
+        passed_names = {f"{r['group']}/{r['name']}" for r in results if r["status"] == "Pass"}
+        for test in sorted(REQUIRED_TESTS - passed_names):
+            print(f"conformance: required test {test} did not pass", flush=True)
+            ok = False
         if unexpected:
             print("conformance: failed: " + ", ".join(unexpected), flush=True)
             with open(log_path) as f:

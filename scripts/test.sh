@@ -52,6 +52,10 @@ log "WOPI conformance suite (../shared/wopi-validator) on the local store"
 cargo build --locked --bin wopigate
 python3 scripts/conformance.py 2>&1 | tee target/conformance-output.txt
 
+log "browser test: the host page (/host) in headless Chromium (scripts/browser-test.sh)"
+# Installs Debian's chromium (apt) and playwright-core (npm, tests/browser) when missing.
+./scripts/browser-test.sh 2>&1 | tee target/browser-output.txt
+
 log "container and Kubernetes files (hadolint, kubernetes-validate, security requirements)"
 python3 scripts/check_deploy.py
 # The Dockerfile's build command (no container engine runs here to run the Dockerfile itself).
@@ -64,5 +68,7 @@ log "summary"
 passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
 grep -E '^(wopivalidate|conformance run)' target/conformance-output.txt target/conformance-s3-redis.txt
 conf_passed=$(cat target/conformance-output.txt target/conformance-s3-redis.txt | grep -Eo '^conformance: [0-9]+ passed' | awk '{s+=$2} END {print s+0}')
+browser_passed=$(grep -Eo 'ℹ pass [0-9]+' target/browser-output.txt | awk '{s+=$3} END {print s+0}')
 echo "cargo test: ${passed} passed"
-echo "all: $((passed + conf_passed)) passed, 0 failed"
+echo "browser test: ${browser_passed} passed"
+echo "all: $((passed + conf_passed + browser_passed)) passed, 0 failed"

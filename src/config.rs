@@ -178,6 +178,10 @@ struct RawConfig {
     #[serde(default = "default_max_upload")]
     max_upload_size: u64,
     host_page_url: Option<String>,
+    close_url: Option<String>,
+    platform_url: Option<String>,
+    versions_url: Option<String>,
+    sharing_url: Option<String>,
     #[serde(default = "default_backend")]
     store: String,
     #[serde(default = "default_locks")]
@@ -351,9 +355,8 @@ pub struct Config {
     pub autosave_window_secs: u64,
     /// Largest PutFile / PutRelativeFile body accepted (413 above).
     pub max_upload_size: u64,
-    /// The platform's page that opens a file, with `{file_id}` and `{action}` placeholders:
-    /// CheckFileInfo's `HostViewUrl`/`HostEditUrl`, and accepted back by GetFileWopiSrc.
-    pub host_page_url: Option<String>,
+    /// The page that opens a file in a client's iframe, and what wopigate's own page links to.
+    pub host_page: HostPageConfig,
     pub store: StoreConfig,
     pub locks: LockConfig,
     /// Every call to S3 or Redis gives up after this long.
@@ -369,6 +372,40 @@ pub struct Config {
     pub share_passwords: SharePasswordConfig,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
     pub trusted_proxies: Vec<IpNet>,
+}
+
+/// The host page: the page that posts the token into the WOPI client's iframe.
+#[derive(Debug, Clone)]
+pub struct HostPageConfig {
+    /// CheckFileInfo's `HostViewUrl`/`HostEditUrl`, with `{file_id}` and `{action}`, accepted
+    /// back by GetFileWopiSrc: `WOPIGATE_HOST_PAGE_URL`, else wopigate's own
+    /// `<public url>/host/{file_id}?action={action}`.
+    pub url_template: String,
+    /// Whether that is wopigate's own page (`/host`), which answers `UI_Close`,
+    /// `UI_FileVersions` and `UI_Sharing`.
+    pub own: bool,
+    /// Origin of that page (`https://host[:port]`): the default `PostMessageOrigin`.
+    pub origin: String,
+    /// Where `UI_Close` goes (`WOPIGATE_CLOSE_URL`); none = back in the browser's history.
+    pub close_url: Option<String>,
+    /// The platform's home (`WOPIGATE_PLATFORM_URL`), linked from `/host` opened without a session.
+    pub platform_url: Option<String>,
+    /// The platform's version history page (`WOPIGATE_VERSIONS_URL`), may contain `{file_id}`.
+    pub versions_url: Option<String>,
+    /// The platform's sharing page (`WOPIGATE_SHARING_URL`), may contain `{file_id}`.
+    pub sharing_url: Option<String>,
+}
+
+impl HostPageConfig {
+    /// `template` with `{file_id}` (and `{action}`, when it has one) filled in.
+    pub fn fill(template: &str, file_id: &str, action: &str) -> String {
+        template.replace("{file_id}", file_id).replace("{action}", action)
+    }
+
+    /// The host page URL (`HostViewUrl`/`HostEditUrl`) of a file for an action.
+    pub fn url(&self, file_id: &str, action: &str) -> String {
+        Self::fill(&self.url_template, file_id, action)
+    }
 }
 
 /// How share passwords are checked (`WOPIGATE_SHARE_PASSWORD_*`).
@@ -445,17 +482,7 @@ impl Config {
         if raw.max_upload_size == 0 {
             return Err(ConfigError::new("WOPIGATE_MAX_UPLOAD_SIZE", "must be at least 1 byte"));
         }
-        let host_page_url = match raw.host_page_url.clone().filter(|s| !s.trim().is_empty()) {
-            Some(template) => {
-                let probe = template.replace("{file_id}", "x").replace("{action}", "view");
-                http_base_url("WOPIGATE_HOST_PAGE_URL", probe.split('?').next().unwrap_or(&probe))?;
-                if !template.contains("{file_id}") {
-                    return Err(ConfigError::new("WOPIGATE_HOST_PAGE_URL", "must contain {file_id}"));
-                }
-                Some(template)
-            }
-            None => None,
-        };
+        let host_page = host_page_config(&raw, &public_url)?;
         let store = store_config(&raw)?;
         let locks = match raw.locks.as_str() {
             "store" => LockConfig::Store,
@@ -503,7 +530,7 @@ impl Config {
             keep_versions: raw.keep_versions,
             autosave_window_secs: raw.autosave_window_secs,
             max_upload_size: raw.max_upload_size,
-            host_page_url,
+            host_page,
             store,
             locks,
             backend_timeout_secs: raw.backend_timeout_secs,
@@ -585,6 +612,48 @@ fn http_base_url(var: &str, value: &str) -> Result<String, ConfigError> {
         return Err(ConfigError::new(var, format!("'{value}' must not carry a query or fragment")));
     }
     Ok(value.trim_end_matches('/').to_string())
+}
+
+/// An absolute http(s) URL of a page (query and fragment allowed), after filling in
+/// `placeholders` with a sample value. Empty = unset.
+fn page_url(var: &str, value: &Option<String>, placeholders: &[&str]) -> Result<Option<String>, ConfigError> {
+    let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else {
+        return Ok(None);
+    };
+    let probe = placeholders.iter().fold(value.to_string(), |url, p| url.replace(p, "x"));
+    let url = Url::parse(&probe).map_err(|e| ConfigError::new(var, format!("'{value}' is not a URL: {e}")))?;
+    if !matches!(url.scheme(), "http" | "https") || url.host_str().is_none() {
+        return Err(ConfigError::new(var, format!("'{value}' must be an absolute http(s) URL")));
+    }
+    Ok(Some(value.to_string()))
+}
+
+/// `https://host[:port]` of an http(s) URL.
+pub fn origin_of(url: &str) -> Option<String> {
+    Url::parse(url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https"))
+        .map(|u| u.origin().ascii_serialization())
+}
+
+fn host_page_config(raw: &RawConfig, public_url: &str) -> Result<HostPageConfig, ConfigError> {
+    const HOST_PAGE: &str = "WOPIGATE_HOST_PAGE_URL";
+    let (url_template, own) = match page_url(HOST_PAGE, &raw.host_page_url, &["{file_id}", "{action}"])? {
+        Some(template) if !template.contains("{file_id}") => return Err(ConfigError::new(HOST_PAGE, "must contain {file_id}")),
+        Some(template) => (template, false),
+        None => (format!("{public_url}/host/{{file_id}}?action={{action}}"), true),
+    };
+    let origin = origin_of(&HostPageConfig::fill(&url_template, "x", "view"))
+        .ok_or_else(|| ConfigError::new(HOST_PAGE, "has no origin (scheme, host and port)"))?;
+    Ok(HostPageConfig {
+        url_template,
+        own,
+        origin,
+        close_url: page_url("WOPIGATE_CLOSE_URL", &raw.close_url, &[])?,
+        platform_url: page_url("WOPIGATE_PLATFORM_URL", &raw.platform_url, &[])?,
+        versions_url: page_url("WOPIGATE_VERSIONS_URL", &raw.versions_url, &["{file_id}"])?,
+        sharing_url: page_url("WOPIGATE_SHARING_URL", &raw.sharing_url, &["{file_id}"])?,
+    })
 }
 
 fn check_lang(var: &str, lang: &str) -> Result<(), ConfigError> {
@@ -802,12 +871,39 @@ mod tests {
             ("WOPIGATE_SHARE_CACHE_SECS", "soon"),
             ("WOPIGATE_STALE_UPLOAD_SECS", "0"),
             ("WOPIGATE_STALE_UPLOAD_SECS", "an hour"),
+            ("WOPIGATE_HOST_PAGE_URL", "https://drive.example/open"),
+            ("WOPIGATE_HOST_PAGE_URL", "drive.example/{file_id}"),
+            ("WOPIGATE_CLOSE_URL", "ftp://drive.example/"),
+            ("WOPIGATE_PLATFORM_URL", "not a url"),
+            ("WOPIGATE_VERSIONS_URL", "javascript:alert(1)//{file_id}"),
+            ("WOPIGATE_SHARING_URL", "/share/{file_id}"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();
             assert_eq!(err.var, var, "{var}={value} gave {err}");
             assert!(err.to_string().starts_with(var));
         }
+    }
+
+    #[test]
+    fn host_page_defaults_to_our_own() {
+        let config = Config::from_vars(vars(&[("WOPIGATE_PUBLIC_URL", "https://wopi.example:8443/gw/")])).unwrap();
+        let page = &config.host_page;
+        assert!(page.own);
+        assert_eq!(page.url("abc", "edit"), "https://wopi.example:8443/gw/host/abc?action=edit");
+        assert_eq!(page.origin, "https://wopi.example:8443");
+        assert!(page.close_url.is_none() && page.platform_url.is_none());
+        let config = Config::from_vars(vars(&[
+            ("WOPIGATE_HOST_PAGE_URL", "https://drive.example/#/open/{file_id}?action={action}"),
+            ("WOPIGATE_VERSIONS_URL", "https://drive.example/versions/{file_id}"),
+            ("WOPIGATE_CLOSE_URL", " "),
+        ]))
+        .unwrap();
+        let page = &config.host_page;
+        assert!(!page.own);
+        assert_eq!(page.origin, "https://drive.example");
+        assert_eq!(page.versions_url.as_deref(), Some("https://drive.example/versions/{file_id}"));
+        assert!(page.close_url.is_none(), "empty = unset");
     }
 
     #[test]

@@ -8,6 +8,7 @@ use serde::Deserialize;
 use uuid::Uuid;
 
 use crate::auth::{AuthError, Caller};
+use crate::discovery::action_url::encode_component;
 use crate::discovery::{DiscoveryError, Wanted};
 use crate::passwords::PasswordCheck;
 use crate::policy::{Level, PolicyError};
@@ -39,6 +40,9 @@ pub struct ViewerSession {
     /// The discovery action `wopi_src` opens (`view`, `view_comment`, `editnew`, `convert`, …).
     pub viewer_action: String,
     pub wopi_src: String,
+    /// wopigate's own host page for this session, the session in its fragment (never sent to
+    /// a server): `<public url>/host#wopi_src=…&access_token=…&access_token_ttl=…`.
+    pub host_url: String,
 }
 
 /// The layout the platform asks for (`X-Wopigate-Device`, else the viewer's `mobile` setting).
@@ -194,14 +198,25 @@ pub async fn create(
     };
     // Tokens live on system time: that is the time their verification (jsonwebtoken) uses.
     let (access_token, claims) = app.tokens.mint(grant, chrono::Utc::now().timestamp(), None)?;
+    let expires_ms = claims.expires_ms();
     Ok(ViewerSession {
         id: session_id,
+        host_url: host_url(&app.config.public_url, &chosen.url, &access_token, expires_ms),
         access_token,
-        expires_ms: claims.expires_ms(),
+        expires_ms,
         action: chosen.action,
         viewer_action: chosen.name,
         wopi_src: chosen.url,
     })
+}
+
+/// The link to `/host` that opens `wopi_src` with the token: all of it in the fragment.
+fn host_url(public_url: &str, wopi_src: &str, token: &str, expires_ms: i64) -> String {
+    format!(
+        "{public_url}/host#wopi_src={}&access_token={}&access_token_ttl={expires_ms}",
+        encode_component(wopi_src),
+        encode_component(token)
+    )
 }
 
 /// `parent_uri` must be a folder the caller reaches the same way as the file (own files, or the

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use uuid::Uuid;
 
-use crate::config::{Config, ViewerConfig};
+use crate::config::{origin_of, Config, ViewerConfig};
 use crate::metrics::Metrics;
 use crate::token::Action;
 pub use parse::{Discovery, DiscoveryAction, ProofKeys, RsaPublicKey};
@@ -269,6 +269,20 @@ impl Viewers {
     /// Whether every viewer has a document (readiness).
     pub fn all_loaded(&self) -> bool {
         self.entries.iter().all(|e| e.state.read().map(|s| s.document.is_some()).unwrap_or(false))
+    }
+
+    /// The origins of the clients' iframes (the host page's `frame-src` and `form-action`):
+    /// those of every action URL in each viewer's loaded discovery, else of its discovery URL.
+    pub fn client_origins(&self) -> Vec<String> {
+        let mut origins = std::collections::BTreeSet::new();
+        for entry in &self.entries {
+            let state = entry.state.read().unwrap_or_else(|p| p.into_inner());
+            match &state.document {
+                Some(doc) => origins.extend(doc.url_templates(entry.config.net_zone.as_deref()).filter_map(origin_of)),
+                None => origins.extend(origin_of(&entry.config.discovery)),
+            }
+        }
+        origins.into_iter().collect()
     }
 
     /// Chooses the action (see `choose`) and builds the iframe URL for a file of extension `ext`.

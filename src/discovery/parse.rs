@@ -130,6 +130,11 @@ impl Discovery {
         exts
     }
 
+    /// Every action URL template of the zone.
+    pub fn url_templates(&self, zone: Option<&str>) -> impl Iterator<Item = &str> {
+        self.zone(zone).into_iter().flat_map(|z| z.apps.iter()).flat_map(|a| a.actions.iter()).map(|a| a.urlsrc.as_str())
+    }
+
     pub fn fav_icon(&self, zone: Option<&str>) -> Option<&str> {
         self.zone(zone)?.apps.iter().find_map(|a| a.fav_icon_url.as_deref())
     }

@@ -177,6 +177,8 @@ pub async fn viewer_session(
             "viewer_action": session.viewer_action,
         },
         "wopi_src": session.wopi_src,
+        // An extension of Cloudreve's answer (its clients ignore it): wopigate's own host page.
+        "host_url": session.host_url,
     })))
 }
 

@@ -3,6 +3,7 @@
 pub mod api;
 pub mod client;
 pub mod health;
+pub mod host;
 pub mod wopi;
 
 use actix_web::body::MessageBody;
@@ -22,6 +23,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .default_service(web::to(api::unknown_endpoint)),
     )
     .configure(wopi::routes)
+    .configure(host::routes)
     .route("/metrics", web::get().to(crate::metrics::endpoint))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));

@@ -11,6 +11,7 @@ use serde::Serialize;
 use serde_json::{json, Value};
 
 use crate::auth::{Caller, UserExtra};
+use crate::config::HostPageConfig;
 use crate::discovery::action_url::encode_component;
 use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
 use crate::policy::{ClientControls, Freshness, Level, PolicyError, Principal, Rights, Scope};
@@ -254,8 +255,13 @@ fn wopi_base<'a>(app: &'a AppState, claims: &AccessClaims) -> &'a str {
         .unwrap_or(&app.config.public_url)
 }
 
-fn host_page(app: &AppState, file_id: &str, action: &str) -> Option<String> {
-    app.config.host_page_url.as_ref().map(|t| t.replace("{file_id}", file_id).replace("{action}", action))
+fn host_page(app: &AppState, file_id: &str, action: &str) -> String {
+    app.config.host_page.url(file_id, action)
+}
+
+/// A platform page of the file (`WOPIGATE_VERSIONS_URL`, `WOPIGATE_SHARING_URL`).
+fn platform_page(template: &Option<String>, file_id: &str) -> Option<String> {
+    template.as_deref().map(|t| HostPageConfig::fill(t, file_id, ""))
 }
 
 /// CheckFileInfo's answer: exact WOPI property names; absent values are left out, never null.
@@ -289,12 +295,19 @@ pub struct FileInfo<'a> {
     user_extra_info: Option<&'a UserExtra>,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_info: Option<String>,
+    post_message_origin: &'a str,
+    host_view_url: String,
+    host_edit_url: String,
     #[serde(skip_serializing_if = "Option::is_none")]
-    post_message_origin: Option<&'a str>,
+    close_url: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    host_view_url: Option<String>,
+    file_version_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    host_edit_url: Option<String>,
+    file_sharing_url: Option<String>,
+    /// wopigate's own host page answers these messages; a platform's page may not.
+    close_post_message: bool,
+    file_version_post_message: bool,
+    file_sharing_post_message: bool,
     #[serde(flatten)]
     controls: ControlProperties,
 }
@@ -354,6 +367,7 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
             (info?, profile?)
         }
     };
+    let page = &app.config.host_page;
     let info = FileInfo {
         base_file_name: name,
         owner_id: &key.owner,
@@ -380,9 +394,19 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         supports_get_file_wopi_src: true,
         user_extra_info: profile.as_ref().map(|p| &p.extra).filter(|e| **e != UserExtra::default()),
         user_info,
-        post_message_origin: app.viewers.config(s.claims.vid).and_then(|v| v.post_message_origin.as_deref()),
+        post_message_origin: app
+            .viewers
+            .config(s.claims.vid)
+            .and_then(|v| v.post_message_origin.as_deref())
+            .unwrap_or(&page.origin),
         host_view_url: host_page(app, &s.claims.fid, "view"),
         host_edit_url: host_page(app, &s.claims.fid, "edit"),
+        close_url: page.close_url.as_deref(),
+        file_version_url: platform_page(&page.versions_url, &s.claims.fid),
+        file_sharing_url: platform_page(&page.sharing_url, &s.claims.fid),
+        close_post_message: page.own,
+        file_version_post_message: page.own && page.versions_url.is_some(),
+        file_sharing_post_message: page.own && page.sharing_url.is_some(),
         controls: ControlProperties::of(&s.rights.controls, &s.claims.name, app.clock.now().date_naive()),
     };
     serde_json::to_vec(&info).map_err(|e| WopiError::Store(StoreError::Io(std::io::Error::other(e))))
@@ -640,10 +664,8 @@ pub struct NewFile {
     /// The *source* file's time: Collabora takes it as the time of the document it saved from
     /// and echoes it on that document's next PutFile (Save As leaves the source as it was).
     pub last_modified_time: String,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_view_url: Option<String>,
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub host_edit_url: Option<String>,
+    pub host_view_url: String,
+    pub host_edit_url: String,
 }
 
 fn header_name(value: &str, header: &str) -> Result<String, WopiError> {
@@ -1052,17 +1074,19 @@ fn file_id_from_url(app: &AppState, claims: &AccessClaims, url: &str) -> Option<
             return ids::is_file_id(id).then(|| id.to_string());
         }
     }
-    let template = app.config.host_page_url.as_ref()?;
+    let template = &app.config.host_page.url_template;
     for action in ["view", "edit"] {
         let filled = template.replace("{action}", action);
         let (prefix, suffix) = filled.split_once("{file_id}")?;
-        if let Some(rest) = url.strip_prefix(prefix) {
-            if let Some(id) = rest.strip_suffix(suffix) {
-                if ids::is_file_id(id) {
-                    return Some(id.to_string());
-                }
+        if let Some(id) = url.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix)) {
+            if ids::is_file_id(id) {
+                return Some(id.to_string());
             }
         }
     }
-    None
+    // A template with the id in its path (wopigate's own `/host/{file_id}?action=…`) matches
+    // whatever query and fragment the URL came back with (Office appends `wd…` parameters).
+    let (prefix, path_suffix) = template.split(['?', '#']).next()?.split_once("{file_id}")?;
+    let id = without_query.strip_prefix(prefix)?.strip_suffix(path_suffix)?;
+    ids::is_file_id(id).then(|| id.to_string())
 }

@@ -3,6 +3,7 @@
 mod collabora;
 mod conversions;
 mod helpers;
+mod host_page;
 mod ops;
 mod permissions;
 mod process;

@@ -67,12 +67,18 @@ async fn edit_session(port: u16, user: &str, path: &str) -> (String, String) {
     (token, fid)
 }
 
-/// The binary serving an empty `u1/a.docx` (writable without a lock), and an edit session on it.
-async fn serve_empty_document(port: u16, data: &std::path::Path, env: &[(String, String)]) -> (Child, String, String) {
+/// The binary on `port` with `env`, once healthy, serving `u1/a.docx` holding `content` in `data`.
+pub async fn serve_document(port: u16, data: &std::path::Path, env: &[(String, String)], content: &[u8]) -> Child {
     std::fs::create_dir_all(data.join("u1")).unwrap();
-    std::fs::write(data.join("u1/a.docx"), b"").unwrap();
+    std::fs::write(data.join("u1/a.docx"), content).unwrap();
     let mut child = command(env).spawn().unwrap();
     wait_healthy(port, &mut child).await;
+    child
+}
+
+/// The binary serving an empty `u1/a.docx` (writable without a lock), and an edit session on it.
+async fn serve_empty_document(port: u16, data: &std::path::Path, env: &[(String, String)]) -> (Child, String, String) {
+    let child = serve_document(port, data, env, b"").await;
     let (token, fid) = edit_session(port, "u1", "a.docx").await;
     (child, token, fid)
 }
@@ -132,11 +138,7 @@ async fn dev_key_is_generated_persisted_and_warned_about() {
 async fn log_lines_carry_the_correlation_id_and_never_tokens() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();
-    let env = base_env(port, dir.path(), &[]);
-    std::fs::create_dir_all(dir.path().join("u1")).unwrap();
-    std::fs::write(dir.path().join("u1/a.docx"), b"x").unwrap();
-    let mut child = command(&env).spawn().unwrap();
-    wait_healthy(port, &mut child).await;
+    let child = serve_document(port, dir.path(), &base_env(port, dir.path(), &[]), b"x").await;
     let client = reqwest::Client::new();
     let url = format!("http://127.0.0.1:{port}/api/v4/file/viewerSession");
     let jwt = caller_jwt("u1", "U");
