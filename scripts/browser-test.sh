@@ -8,11 +8,7 @@ mkdir -p target
 
 if [ ! -x /usr/bin/chromium ]; then
   echo "installing Debian's chromium (first run only)"
-  export DEBIAN_FRONTEND=noninteractive
-  # Another apt run (unattended upgrades, a parallel build) may hold the lock: wait for it.
-  apt_get() { apt-get -o DPkg::Lock::Timeout=600 -q "$@"; }
-  apt_get update >/dev/null
-  apt_get install -y --no-install-recommends chromium >/dev/null
+  scripts/apt-install.sh chromium
 fi
 /usr/bin/chromium --version
 

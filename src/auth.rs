@@ -110,7 +110,10 @@ impl CallerVerifier {
             .into_iter()
             .flatten()
             .find(|n| !n.trim().is_empty())
-            .map(|n| n.trim().chars().take(MAX_NAME_CHARS).collect())
+            // Control characters (newlines, terminal escapes) have no place in a name that
+            // clients show and operators read in listings.
+            .map(|n| n.trim().chars().filter(|c| !c.is_control()).take(MAX_NAME_CHARS).collect::<String>())
+            .filter(|n| !n.trim().is_empty())
             .unwrap_or_else(|| claims.sub.clone());
         let short = |v: Option<String>| v.filter(|s| !s.trim().is_empty() && s.len() <= MAX_EXTRA_LEN);
         let extra = UserExtra { avatar: short(claims.picture.or(claims.avatar)), mail: short(claims.email) };

@@ -100,7 +100,8 @@ async fn versions(target: Option<String>) -> ExitCode {
             for v in &listed {
                 let time = v.meta.modified.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
                 let (how, by) = match &v.by {
-                    Some(by) => (by.kind.as_str(), format!("{} ({})", by.user, by.name)),
+                    // Names come from callers: never let one print a line or an escape.
+                    Some(by) => (by.kind.as_str(), format!("{} ({})", by.user, by.name.escape_default())),
                     None => ("-", "unknown".to_string()),
                 };
                 let current = if v.current { "  [current]" } else { "" };

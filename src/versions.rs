@@ -5,7 +5,8 @@
 //! - consecutive autosaves by one user within the autosave window replace that window's
 //!   autosave version instead of adding one (the replaced content is dropped);
 //! - an exit save, a save by someone else, or the window's end closes the window;
-//! - a save the client says changed nothing (`IsModifiedByUser: false`) adds no version.
+//! - a save the client says changed nothing (`IsModifiedByUser: false`) adds no version when
+//!   what it replaces is the same user's own save; anyone else's content is kept.
 //!
 //! Who made each version is kept in one record per file (`history/<file id>.json`), read and
 //! written under the file's guard around the commit. The record never decides whether a save
@@ -98,8 +99,14 @@ fn decide(current: Option<&SavedBy>, save: &Save, window: Duration) -> (Replaced
         return (Replaced::Keep, Some(by(SaveKind::Operator, None)));
     }
     if save.flags.modified_by_user == Some(false) {
-        // The same document written again: the replaced content stays what it was, by whom.
-        return (Replaced::Drop, current.cloned());
+        // The client says nothing changed. Taken at its word only for content this same user
+        // wrote (their own last save, written again): then no version is added. Anyone else's
+        // content, or content of unknown origin, is kept, as for any save (a client's word
+        // must not erase another person's work).
+        if let Some(own) = current.filter(|c| c.user == save.user && c.kind != SaveKind::Operator) {
+            return (Replaced::Drop, Some(SavedBy { at: save.at, name: save.name.to_string(), ..own.clone() }));
+        }
+        return (Replaced::Keep, Some(by(SaveKind::Person, None)));
     }
     if save.flags.exit_save == Some(true) {
         return (Replaced::Keep, Some(by(SaveKind::ExitSave, None)));
@@ -278,12 +285,21 @@ mod tests {
     }
 
     #[test]
-    fn unmodified_saves_add_no_version_and_keep_the_author() {
-        let first = save("a", 0, None, None, None);
-        let (_, by) = decide(None, &first, Duration::seconds(WINDOW));
-        let (replaced, after) = decide(by.as_ref(), &save("b", 5, Some(false), Some(true), Some(false)), Duration::seconds(WINDOW));
+    fn unmodified_saves_add_no_version_over_the_same_users_content_only() {
+        let window = Duration::seconds(WINDOW);
+        let (_, by_a) = decide(None, &save("a", 0, Some(true), None, Some(true)), window);
+        // a's own content written again: no version, and a run of autosaves goes on.
+        let (replaced, after) = decide(by_a.as_ref(), &save("a", 5, Some(false), Some(false), Some(false)), window);
         assert_eq!(replaced, Drop);
-        assert_eq!(after, by, "the content is still a's");
+        let after = after.unwrap();
+        assert_eq!((after.user.as_str(), after.kind, after.window), ("a", SaveKind::Autosave, by_a.unwrap().window));
+        // Someone else's content, or content of unknown origin: kept, and the new content is
+        // the saver's, whatever the client claims.
+        let (_, by_a) = decide(None, &save("a", 0, None, None, None), window);
+        let (replaced, after) = decide(by_a.as_ref(), &save("b", 5, Some(false), None, Some(false)), window);
+        assert_eq!((replaced, after.unwrap().user.as_str()), (Keep, "b"));
+        let (replaced, after) = decide(None, &save("b", 5, Some(false), None, Some(false)), window);
+        assert_eq!((replaced, after.unwrap().user.as_str()), (Keep, "b"));
     }
 
     #[test]

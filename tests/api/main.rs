@@ -8,6 +8,7 @@ mod ops;
 mod permissions;
 mod process;
 mod proof;
+mod saves;
 mod share_controls;
 mod share_passwords;
 mod tokens;

@@ -175,6 +175,9 @@ async fn caller_jwt_rules() {
         (json!({"sub": "u1", "nick": "Nicky", "exp": now() + 60}), "Nicky"),
         (json!({"sub": "u1", "preferred_username": "pu", "exp": now() + 60}), "pu"),
         (json!({"sub": "u1", "exp": now() + 60}), "u1"),
+        // Control characters are taken out (a name must not forge lines or terminal escapes).
+        (json!({"sub": "u1", "name": "Ada\n1970 forged row\u{1b}[2J", "exp": now() + 60}), "Ada1970 forged row[2J"),
+        (json!({"sub": "u1", "name": "\n\t", "exp": now() + 60}), "u1"),
     ] {
         let e = app.session(body.clone(), Some(&caller_jwt_claims(claims))).await;
         assert_eq!(claims_of(session(&e).1)["name"], expected);
