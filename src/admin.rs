@@ -1,4 +1,5 @@
-//! Operator commands of the binary that touch the store (`wopigate put`, `wopigate versions`).
+//! Operator commands of the binary: `put` and `versions` touch the store; `caller-jwt` signs a
+//! caller JWT as the platform would; `open` creates a viewer session as the API does.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -17,6 +18,75 @@ pub enum AdminError {
     Input(std::io::Error),
     #[error("no such file")]
     NotFound,
+    #[error("{0}")]
+    Usage(String),
+    #[error(transparent)]
+    Session(#[from] crate::session::SessionError),
+}
+
+/// A caller JWT for `user`, signed with the configured `WOPIGATE_CALLER_JWT_SECRET` (its bytes
+/// as they are, HS256), with the configured issuer and audience, valid for `ttl`.
+pub fn caller_jwt(config: &Config, user: &str, name: Option<&str>, ttl: std::time::Duration) -> Result<String, AdminError> {
+    use crate::config::CallerKey;
+    let secret = match &config.caller_jwt.key {
+        Some(CallerKey::Hs256(secret)) => secret,
+        Some(CallerKey::PublicPem(_)) => {
+            return Err(AdminError::Usage(
+                "WOPIGATE_CALLER_JWT_PUBLIC_KEY is configured: wopigate can verify caller JWTs but not sign them \
+                 (sign with the platform's private key instead)"
+                    .into(),
+            ))
+        }
+        None => {
+            return Err(AdminError::Usage(
+                "no caller key is configured: set WOPIGATE_CALLER_JWT_SECRET (at least 32 bytes, shared with the platform)".into(),
+            ))
+        }
+    };
+    if !crate::uri::is_valid_id(user) || user.len() > crate::token::MAX_USER_ID {
+        return Err(AdminError::Usage(format!("user id must be 1-{} characters of A-Z a-z 0-9 - _", crate::token::MAX_USER_ID)));
+    }
+    let now = chrono::Utc::now().timestamp();
+    let mut claims = serde_json::json!({"sub": user, "iat": now, "exp": now + ttl.as_secs() as i64});
+    if let Some(name) = name {
+        claims["name"] = name.into();
+    }
+    if let Some(iss) = &config.caller_jwt.issuer {
+        claims["iss"] = iss.clone().into();
+    }
+    if let Some(aud) = &config.caller_jwt.audience {
+        claims["aud"] = aud.clone().into();
+    }
+    let key = jsonwebtoken::EncodingKey::from_secret(secret.expose().as_bytes());
+    jsonwebtoken::encode(&jsonwebtoken::Header::default(), &claims, &key).map_err(|e| AdminError::Usage(format!("cannot sign: {e}")))
+}
+
+/// Opens `uri` as `PUT /api/v4/file/viewerSession` would, for `user` (a caller JWT signed here)
+/// or anonymously, with `viewer` (default: the first configured).
+pub async fn open(
+    config: Config,
+    uri: &str,
+    action: crate::token::Action,
+    user: Option<&str>,
+    viewer: Option<uuid::Uuid>,
+) -> Result<crate::session::ViewerSession, AdminError> {
+    let viewer = match viewer.or_else(|| config.viewers.first().map(|v| v.id)) {
+        Some(id) => id,
+        None => return Err(AdminError::Usage("no viewer is configured (WOPIGATE_VIEWERS)".into())),
+    };
+    let authorization = match user {
+        Some(user) => Some(format!("Bearer {}", caller_jwt(&config, user, None, std::time::Duration::from_secs(300))?)),
+        None => None,
+    };
+    let state = crate::startup::app_state(config, std::sync::Arc::new(crate::clock::SystemClock)).await?;
+    let request = crate::session::SessionRequest {
+        uri: uri.to_string(),
+        version: None,
+        viewer_id: viewer,
+        preferred_action: action,
+        parent_uri: None,
+    };
+    Ok(crate::session::create(&state, authorization.as_deref(), None, None, None, request).await?)
 }
 
 /// The versions of the file at `key`: past ones oldest first, then the current one.

@@ -9,7 +9,7 @@ use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use ipnet::IpNet;
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use url::Url;
 use uuid::Uuid;
 
@@ -38,6 +38,13 @@ impl Secret {
     }
     pub fn expose(&self) -> &str {
         &self.0
+    }
+}
+
+/// Only ever shown as a placeholder (`--help` lists defaults from `RawConfig`).
+impl Serialize for Secret {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str("***")
     }
 }
 
@@ -120,7 +127,7 @@ fn default_stale_upload() -> u64 {
     3600
 }
 fn default_log_format() -> String {
-    "json".into()
+    "auto".into()
 }
 fn default_share_cache() -> u64 {
     5
@@ -129,8 +136,9 @@ fn default_share_password_attempts() -> u32 {
     10
 }
 
-/// The variables exactly as envy reads them (names are `WOPIGATE_` + upper-cased field).
-#[derive(Deserialize)]
+/// The variables exactly as envy reads them (names are `WOPIGATE_` + upper-cased field). It is
+/// also what `--help` lists and what unknown variables are checked against (`variables`).
+#[derive(Deserialize, Serialize)]
 struct RawConfig {
     #[serde(default = "default_bind")]
     bind: String,
@@ -349,6 +357,8 @@ pub struct Config {
     pub discovery_retry_secs: u64,
     pub lang: String,
     pub log_format: LogFormat,
+    /// `WOPIGATE_*` variables in the environment that are no setting (warned about at start).
+    pub unknown_variables: Vec<UnknownVariable>,
     /// Past versions kept per file.
     pub keep_versions: usize,
     /// Consecutive autosaves by one user within this many seconds make one past version.
@@ -423,12 +433,22 @@ impl Config {
         Self::from_vars(std::env::vars())
     }
 
-    /// Reads and validates the given variables (tests pass their own).
+    /// Reads and validates the given variables (tests pass their own). A `WOPIGATE_*` name
+    /// that is no setting is a warning (`unknown_variables`), and stops start-up in production.
     pub fn from_vars(vars: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let vars: Vec<(String, String)> = vars.into_iter().collect();
         let raw: RawConfig = envy::prefixed("WOPIGATE_")
-            .from_iter(vars)
+            .from_iter(vars.iter().cloned())
             .map_err(|e| envy_error(&e.to_string()))?;
-        Self::validate(raw)
+        let unknown = unknown_variables(vars.iter().map(|(k, _)| k.as_str()));
+        let mut config = Self::validate(raw)?;
+        if config.production {
+            if let Some(first) = unknown.first() {
+                return Err(ConfigError::new(&first.name, format!("is not a wopigate setting{}", first.hint())));
+            }
+        }
+        config.unknown_variables = unknown;
+        Ok(config)
     }
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
@@ -468,7 +488,10 @@ impl Config {
         let log_format = match raw.log_format.as_str() {
             "json" => LogFormat::Json,
             "text" => LogFormat::Text,
-            other => return Err(ConfigError::new("WOPIGATE_LOG_FORMAT", format!("'{other}' is not json or text"))),
+            // People read a terminal; log collectors read everything else.
+            "auto" if std::io::IsTerminal::is_terminal(&std::io::stderr()) => LogFormat::Text,
+            "auto" => LogFormat::Json,
+            other => return Err(ConfigError::new("WOPIGATE_LOG_FORMAT", format!("'{other}' is not auto, json or text"))),
         };
         if raw.keep_versions == 0 {
             return Err(ConfigError::new("WOPIGATE_KEEP_VERSIONS", "must be at least 1"));
@@ -527,6 +550,7 @@ impl Config {
             discovery_retry_secs: raw.discovery_retry_secs,
             lang: raw.lang,
             log_format,
+            unknown_variables: Vec::new(),
             keep_versions: raw.keep_versions,
             autosave_window_secs: raw.autosave_window_secs,
             max_upload_size: raw.max_upload_size,
@@ -758,6 +782,61 @@ fn check_kid(var: &str, kid: &str) -> Result<(), ConfigError> {
         return Err(ConfigError::new(var, format!("kid '{kid}' must be 1-64 characters of A-Z a-z 0-9 - _ .")));
     }
     Ok(())
+}
+
+/// Every `WOPIGATE_*` variable with its default as `RawConfig` defines it (empty: unset), in
+/// name order: what `--help` prints, so the list cannot drift from the code.
+pub fn variables() -> Vec<(String, String)> {
+    let Ok(raw) = envy::prefixed("WOPIGATE_").from_iter::<_, RawConfig>(std::iter::empty::<(String, String)>()) else {
+        return Vec::new();
+    };
+    let Ok(serde_json::Value::Object(fields)) = serde_json::to_value(&raw) else {
+        return Vec::new();
+    };
+    fields
+        .into_iter()
+        .map(|(name, value)| {
+            let default = match value {
+                serde_json::Value::Null => String::new(),
+                serde_json::Value::String(s) => s,
+                other => other.to_string(),
+            };
+            (format!("WOPIGATE_{}", name.to_uppercase()), default)
+        })
+        .collect()
+}
+
+/// A `WOPIGATE_*` variable that is no setting, and the setting it most likely meant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UnknownVariable {
+    pub name: String,
+    pub did_you_mean: Option<String>,
+}
+
+impl UnknownVariable {
+    pub fn hint(&self) -> String {
+        self.did_you_mean.as_ref().map(|m| format!(" (did you mean {m}?)")).unwrap_or_default()
+    }
+}
+
+/// The `WOPIGATE_*` names among `names` that are no setting. `WOPIGATE_TEST_*` belong to the
+/// test suite and are left alone.
+pub fn unknown_variables<'a>(names: impl Iterator<Item = &'a str>) -> Vec<UnknownVariable> {
+    let known: Vec<String> = variables().into_iter().map(|(name, _)| name).collect();
+    let mut unknown: Vec<UnknownVariable> = names
+        .filter(|n| n.starts_with("WOPIGATE_") && !n.starts_with("WOPIGATE_TEST_") && !known.iter().any(|k| k == n))
+        .map(|name| {
+            let did_you_mean = known
+                .iter()
+                .map(|k| (strsim::jaro_winkler(name, k), k))
+                .filter(|(score, _)| *score > 0.85)
+                .max_by(|a, b| a.0.total_cmp(&b.0))
+                .map(|(_, k)| k.clone());
+            UnknownVariable { name: name.to_string(), did_you_mean }
+        })
+        .collect();
+    unknown.sort_by(|a, b| a.name.cmp(&b.name));
+    unknown
 }
 
 /// A key id that names the key without revealing it: 8 bytes of its SHA-256.

@@ -1,36 +1,118 @@
-//! Starts wopigate. Everything else lives in the library.
+//! Starts wopigate, or runs one of its operator commands. Everything else lives in the library.
 
 use std::io::Read;
 use std::process::ExitCode;
 
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
 use wopigate::config::Config;
-use wopigate::{policy, telemetry, Application};
+use wopigate::store::FileKey;
+use wopigate::token::Action;
+use wopigate::{admin, policy, telemetry, Application};
 
-const USAGE: &str = "usage: wopigate [serve | put <owner>/<path> | versions <owner>/<path> | hash-password | hash-ticket]
-  serve          run the service (default), configured by WOPIGATE_* variables (see README)
-  put            store stdin as the file <owner>/<path> in the configured store (local or S3)
-  versions       list the versions kept of the file <owner>/<path>: when, by whom, how saved
-  hash-password  read a share password on stdin, print its Argon2 hash for a share manifest
-  hash-ticket    read a purchase ticket on stdin, print its SHA-256 for a share manifest";
+/// wopigate: a stateless WOPI host gateway.
+///
+/// Configured by WOPIGATE_* environment variables (listed below with their defaults; the
+/// README's Configuration table says what each does). Without a command, `serve`.
+#[derive(Parser)]
+#[command(name = "wopigate", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the service (the default)
+    Serve,
+    /// Store stdin as the file <owner>/<path> in the configured store (local or S3)
+    Put {
+        /// <owner>/<path>, e.g. alice/Docs/report.docx
+        file: String,
+    },
+    /// List the versions kept of the file <owner>/<path>: when, by whom, how saved
+    Versions {
+        /// <owner>/<path>
+        file: String,
+    },
+    /// Print a caller JWT for <user>, signed with WOPIGATE_CALLER_JWT_SECRET (as the platform signs them)
+    CallerJwt {
+        /// The user id (the JWT's `sub`)
+        user: String,
+        /// Display name
+        #[arg(long)]
+        name: Option<String>,
+        /// Lifetime, e.g. 30m, 1h, 2h30m
+        #[arg(long, default_value = "1h")]
+        ttl: String,
+    },
+    /// Open a document as viewerSession does: print the answer and the host page link
+    Open {
+        /// A cloudreve:// URI, e.g. cloudreve://my/Docs/report.docx
+        uri: String,
+        /// Ask for an edit session (the default)
+        #[arg(long, conflicts_with = "view")]
+        edit: bool,
+        /// Ask for a view session
+        #[arg(long)]
+        view: bool,
+        /// Open as this signed-in user (else anonymously: shares only)
+        #[arg(long)]
+        user: Option<String>,
+        /// The viewer's id (default: the first in WOPIGATE_VIEWERS)
+        #[arg(long)]
+        viewer: Option<uuid::Uuid>,
+    },
+    /// Read a share password on stdin, print its Argon2 hash for a share manifest
+    HashPassword,
+    /// Read a purchase ticket on stdin, print its SHA-256 for a share manifest
+    HashTicket,
+    /// Print the version
+    Version,
+}
+
+/// Every variable with its default, from the configuration code itself.
+fn variables_help() -> String {
+    let mut text = String::from("Environment (default in brackets; empty = unset):\n");
+    for (name, default) in wopigate::config::variables() {
+        text.push_str(&format!("  {name} [{default}]\n"));
+    }
+    text
+}
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    let command = std::env::args().nth(1);
-    match command.as_deref() {
-        None | Some("serve") => serve().await,
-        Some("put") => put(std::env::args().nth(2)).await,
-        Some("versions") => versions(std::env::args().nth(2)).await,
-        Some("hash-password") => print_hash(policy::hash_password),
-        Some("hash-ticket") => print_hash(policy::sha256_hex),
-        Some("-h" | "--help" | "help") => {
-            println!("{USAGE}");
+    let command = Cli::command().after_help(variables_help());
+    let cli = match Cli::from_arg_matches(&command.get_matches()) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve().await,
+        Command::Put { file } => put(&file).await,
+        Command::Versions { file } => versions(&file).await,
+        Command::CallerJwt { user, name, ttl } => caller_jwt(&user, name.as_deref(), &ttl),
+        Command::Open { uri, view, user, viewer, .. } => {
+            open(&uri, if view { Action::View } else { Action::Edit }, user.as_deref(), viewer).await
+        }
+        Command::HashPassword => print_hash(policy::hash_password),
+        Command::HashTicket => print_hash(policy::sha256_hex),
+        Command::Version => {
+            println!("wopigate {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Some(other) => {
-            eprintln!("wopigate: unknown command '{other}'\n{USAGE}");
-            ExitCode::from(2)
-        }
     }
+}
+
+fn config() -> Result<Config, ExitCode> {
+    Config::from_env().map_err(|e| {
+        eprintln!("wopigate: configuration error: {e}");
+        ExitCode::from(2)
+    })
+}
+
+fn fail(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("wopigate: {e}");
+    ExitCode::FAILURE
 }
 
 fn print_hash(hash: fn(&str) -> String) -> ExitCode {
@@ -48,82 +130,111 @@ fn print_hash(hash: fn(&str) -> String) -> ExitCode {
     ExitCode::SUCCESS
 }
 
-/// `<owner>/<path>` as a file key, and the configuration; or the exit code of a usage error.
-fn file_and_config(target: Option<String>, usage: &str) -> Result<(wopigate::store::FileKey, Config), ExitCode> {
-    let Some((owner, path)) = target.as_deref().and_then(|t| t.split_once('/')) else {
-        eprintln!("wopigate: usage: {usage}");
-        return Err(ExitCode::from(2));
-    };
-    let key = match (wopigate::uri::is_valid_id(owner), wopigate::uri::RelPath::parse_plain(path)) {
-        (true, Ok(path)) if !path.is_root() => wopigate::store::FileKey { owner: owner.to_string(), path },
-        _ => {
-            eprintln!("wopigate: '{}' is not <owner>/<path> with a valid user id and path", target.unwrap_or_default());
-            return Err(ExitCode::from(2));
-        }
-    };
-    match Config::from_env() {
-        Ok(config) => Ok((key, config)),
-        Err(e) => {
-            eprintln!("wopigate: configuration error: {e}");
-            Err(ExitCode::from(2))
-        }
-    }
+/// `<owner>/<path>` as a file key.
+fn file_key(target: &str) -> Result<FileKey, ExitCode> {
+    let parsed = target.split_once('/').and_then(|(owner, path)| {
+        let path = wopigate::uri::RelPath::parse_plain(path).ok().filter(|p| !p.is_root())?;
+        wopigate::uri::is_valid_id(owner).then(|| FileKey { owner: owner.to_string(), path })
+    });
+    parsed.ok_or_else(|| {
+        eprintln!("wopigate: '{target}' is not <owner>/<path> with a valid user id and path");
+        ExitCode::from(2)
+    })
 }
 
 /// `wopigate put alice/Docs/report.docx < report.docx`: the same atomic write as a WOPI save.
-async fn put(target: Option<String>) -> ExitCode {
-    let (key, config) = match file_and_config(target, "wopigate put <owner>/<path> < file") {
-        Ok(parsed) => parsed,
-        Err(code) => return code,
+async fn put(target: &str) -> ExitCode {
+    let (key, config) = match (file_key(target), config()) {
+        (Ok(key), Ok(config)) => (key, config),
+        (Err(code), _) | (_, Err(code)) => return code,
     };
-    match wopigate::admin::put(&config, &key, tokio::io::stdin()).await {
+    match admin::put(&config, &key, tokio::io::stdin()).await {
         Ok(meta) => {
-            println!("stored {}/{}: {} bytes, version {}", key.owner, key.path.as_plain(), meta.size, meta.version);
+            println!("stored {target}: {} bytes, version {}", meta.size, meta.version);
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("wopigate: {e}");
-            ExitCode::FAILURE
-        }
+        Err(e) => fail(e),
     }
 }
 
 /// `wopigate versions alice/Docs/report.docx`: one line per version, oldest first.
-async fn versions(target: Option<String>) -> ExitCode {
-    let (key, config) = match file_and_config(target, "wopigate versions <owner>/<path>") {
-        Ok(parsed) => parsed,
+async fn versions(target: &str) -> ExitCode {
+    let (key, config) = match (file_key(target), config()) {
+        (Ok(key), Ok(config)) => (key, config),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    let listed = match admin::versions(&config, &key).await {
+        Ok(listed) => listed,
+        Err(e) => return fail(format!("{target}: {e}")),
+    };
+    println!("{:<34} {:<27} {:>12}  {:<13} BY", "VERSION", "SAVED (UTC)", "BYTES", "HOW");
+    for v in &listed {
+        let time = v.meta.modified.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
+        let (how, by) = match &v.by {
+            // Names come from callers: never let one print a line or an escape.
+            Some(by) => (by.kind.as_str(), format!("{} ({})", by.user, by.name.escape_default())),
+            None => ("-", "unknown".to_string()),
+        };
+        let current = if v.current { "  [current]" } else { "" };
+        println!("{:<34} {:<27} {:>12}  {:<13} {by}{current}", v.meta.version, time, v.meta.size, how);
+    }
+    println!("\nOpen a past version read-only: viewerSession with \"version\": \"<VERSION>\".");
+    ExitCode::SUCCESS
+}
+
+/// `wopigate caller-jwt alice --name Alice`: for trying the API by hand.
+fn caller_jwt(user: &str, name: Option<&str>, ttl: &str) -> ExitCode {
+    let ttl = match humantime::parse_duration(ttl) {
+        Ok(ttl) if ttl.as_secs() >= 1 => ttl,
+        _ => {
+            eprintln!("wopigate: --ttl '{ttl}' is not a duration such as 30m, 1h or 2h30m");
+            return ExitCode::from(2);
+        }
+    };
+    let config = match config() {
+        Ok(config) => config,
         Err(code) => return code,
     };
-    match wopigate::admin::versions(&config, &key).await {
-        Ok(listed) => {
-            println!("{:<34} {:<27} {:>12}  {:<13} BY", "VERSION", "SAVED (UTC)", "BYTES", "HOW");
-            for v in &listed {
-                let time = v.meta.modified.format("%Y-%m-%dT%H:%M:%S%.6fZ").to_string();
-                let (how, by) = match &v.by {
-                    // Names come from callers: never let one print a line or an escape.
-                    Some(by) => (by.kind.as_str(), format!("{} ({})", by.user, by.name.escape_default())),
-                    None => ("-", "unknown".to_string()),
-                };
-                let current = if v.current { "  [current]" } else { "" };
-                println!("{:<34} {:<27} {:>12}  {:<13} {by}{current}", v.meta.version, time, v.meta.size, how);
-            }
-            println!("\nOpen a past version read-only: viewerSession with \"version\": \"<VERSION>\".");
+    match admin::caller_jwt(&config, user, name, ttl) {
+        Ok(jwt) => {
+            println!("{jwt}");
             ExitCode::SUCCESS
         }
-        Err(e) => {
-            eprintln!("wopigate: {}/{}: {e}", key.owner, key.path.as_plain());
-            ExitCode::FAILURE
+        Err(e) => fail(e),
+    }
+}
+
+/// `wopigate open cloudreve://my/Docs/report.docx --user alice`.
+async fn open(uri: &str, action: Action, user: Option<&str>, viewer: Option<uuid::Uuid>) -> ExitCode {
+    let config = match config() {
+        Ok(config) => config,
+        Err(code) => return code,
+    };
+    match admin::open(config, uri, action, user, viewer).await {
+        Ok(session) => {
+            let answer = serde_json::json!({
+                "session": {
+                    "id": session.id,
+                    "access_token": session.access_token,
+                    "expires": session.expires_ms,
+                    "action": session.action,
+                    "viewer_action": session.viewer_action,
+                },
+                "wopi_src": session.wopi_src,
+                "host_url": session.host_url,
+            });
+            println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
+            println!("\nOpen in a browser (wopigate must be running at its public URL):\n{}", session.host_url);
+            ExitCode::SUCCESS
         }
+        Err(e) => fail(e),
     }
 }
 
 async fn serve() -> ExitCode {
-    let config = match Config::from_env() {
+    let config = match config() {
         Ok(config) => config,
-        Err(e) => {
-            eprintln!("wopigate: configuration error: {e}");
-            return ExitCode::from(2);
-        }
+        Err(code) => return code,
     };
     let _log = telemetry::init(config.log_format);
     let bind = config.bind;
@@ -134,7 +245,7 @@ async fn serve() -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    tracing::info!(%bind, port = app.port(), "wopigate listening");
+    tracing::debug!(%bind, port = app.port(), "listening");
     match app.run_until_stopped().await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -90,6 +90,49 @@ pub async fn open_all_backends(config: &Config) -> Result<Backends, StartError> 
     Ok(Backends { store, locks, attempts })
 }
 
+/// One line saying what this process is and talks to, then a warning for each setting that
+/// leaves it unable to do what people will try first.
+fn log_start(config: &Config, port: u16) {
+    use crate::config::CallerKey;
+    let store = match &config.store {
+        StoreConfig::Local => format!("local directory {}", config.data_dir.display()),
+        StoreConfig::S3(s3) => format!("S3 bucket '{}' at {}", s3.bucket, crate::discovery::shown_source(&s3.endpoint)),
+    };
+    let locks = match &config.locks {
+        LockConfig::Store => "in the store",
+        LockConfig::Redis { .. } => "Redis",
+    };
+    let viewers: Vec<String> =
+        config.viewers.iter().map(|v| format!("{} ({})", v.name, crate::discovery::shown_source(&v.discovery))).collect();
+    let caller_key = match &config.caller_jwt.key {
+        Some(CallerKey::Hs256(_)) => "HS256 secret",
+        Some(CallerKey::PublicPem(_)) => "public key (PEM)",
+        None => "none",
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        %store,
+        locks,
+        viewers = %viewers.join(", "),
+        public_url = %config.public_url,
+        caller_key,
+        port,
+        "wopigate started"
+    );
+    if config.viewers.is_empty() {
+        tracing::warn!("no viewer is configured (WOPIGATE_VIEWERS): no document can be opened");
+    }
+    if config.caller_jwt.key.is_none() {
+        tracing::warn!(
+            "no caller JWT key is configured (WOPIGATE_CALLER_JWT_SECRET or WOPIGATE_CALLER_JWT_PUBLIC_KEY): \
+             only anonymous visitors of shares can open documents"
+        );
+    }
+    for unknown in &config.unknown_variables {
+        tracing::warn!("{} is not a wopigate setting{}; it is ignored", unknown.name, unknown.hint());
+    }
+}
+
 fn data_dir_error(config: &Config, e: std::io::Error) -> ConfigError {
     ConfigError::new("WOPIGATE_DATA_DIR", format!("cannot use {}: {e}", config.data_dir.display()))
 }
@@ -100,6 +143,43 @@ pub enum StartError {
     Config(#[from] ConfigError),
     #[error("cannot start: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Everything a request needs, built from the configuration (the server and the `open` command
+/// share it): keys, callers, viewers, backends, policy.
+pub async fn app_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState, StartError> {
+    let current = match &config.token.current {
+        Some(key) => key.clone(),
+        None if config.production => {
+            return Err(ConfigError::new(
+                "WOPIGATE_TOKEN_SECRET",
+                "is required when WOPIGATE_ENV=production (at least 32 random bytes)",
+            )
+            .into())
+        }
+        None => {
+            let key = dev_key(&config.data_dir).map_err(|e| data_dir_error(&config, e))?;
+            let root = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
+            tracing::warn!(
+                "WOPIGATE_TOKEN_SECRET is not set: signing access tokens with a generated development key \
+                 kept in {}/.wopigate/dev-token-secret. Set WOPIGATE_TOKEN_SECRET before exposing this service.",
+                root.display()
+            );
+            key
+        }
+    };
+    let tokens = TokenKeys::new(&config.token, &current, config.clock_skew_secs)?;
+    let callers = CallerVerifier::new(&config.caller_jwt, config.clock_skew_secs)?;
+    let metrics = Arc::new(Metrics::new());
+    let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
+    viewers.spawn_refresher();
+    let Backends { store, locks, attempts } = open_all_backends(&config).await?;
+    let passwords = PasswordChecker::new(config.share_passwords.concurrent_checks, attempts, metrics.clone());
+    // What crashed uploads left behind, now and hourly (idempotent across replicas).
+    tokio::spawn(crate::store::sweep_stale_uploads_forever(store.clone(), Duration::from_secs(config.stale_upload_secs)));
+
+    let policy = Policy::new(store.clone(), Duration::from_secs(config.share_cache_secs));
+    Ok(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics, passwords })
 }
 
 pub struct Application {
@@ -116,42 +196,11 @@ impl Application {
 
     /// As `build`, with another clock (tests move time to expire locks).
     pub async fn build_with_clock(config: Config, clock: Arc<dyn Clock>) -> Result<Application, StartError> {
-        let current = match &config.token.current {
-            Some(key) => key.clone(),
-            None if config.production => {
-                return Err(ConfigError::new(
-                    "WOPIGATE_TOKEN_SECRET",
-                    "is required when WOPIGATE_ENV=production (at least 32 random bytes)",
-                )
-                .into())
-            }
-            None => {
-                let key = dev_key(&config.data_dir).map_err(|e| data_dir_error(&config, e))?;
-                let root = std::path::absolute(&config.data_dir).unwrap_or_else(|_| config.data_dir.clone());
-                tracing::warn!(
-                    "WOPIGATE_TOKEN_SECRET is not set: signing access tokens with a generated development key \
-                     kept in {}/.wopigate/dev-token-secret. Set WOPIGATE_TOKEN_SECRET before exposing this service.",
-                    root.display()
-                );
-                key
-            }
-        };
-        let tokens = TokenKeys::new(&config.token, &current, config.clock_skew_secs)?;
-        let callers = CallerVerifier::new(&config.caller_jwt, config.clock_skew_secs)?;
-        let metrics = Arc::new(Metrics::new());
-        let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
-        viewers.spawn_refresher();
-        let Backends { store, locks, attempts } = open_all_backends(&config).await?;
-        let passwords = PasswordChecker::new(config.share_passwords.concurrent_checks, attempts, metrics.clone());
-        // What crashed uploads left behind, now and hourly (idempotent across replicas).
-        tokio::spawn(crate::store::sweep_stale_uploads_forever(store.clone(), Duration::from_secs(config.stale_upload_secs)));
-
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;
         let port = listener.local_addr()?.port();
-        let policy = Policy::new(store.clone(), Duration::from_secs(config.share_cache_secs));
-        let state =
-            web::Data::new(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics, passwords });
+        log_start(&config, port);
+        let state = web::Data::new(app_state(config, clock).await?);
         let grace = state.config.shutdown_grace_secs;
         let server = HttpServer::new(move || {
             App::new()

@@ -18,7 +18,8 @@ pub fn init(format: LogFormat) -> WorkerGuard {
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(writer);
     let result = match format {
         LogFormat::Json => builder.json().with_current_span(true).with_span_list(false).try_init(),
-        LogFormat::Text => builder.try_init(),
+        // Colour only for a person at a terminal: escape codes in a file or a pipe are noise.
+        LogFormat::Text => builder.with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr())).try_init(),
     };
     // A second init (tests) keeps the first subscriber.
     let _ = result;

@@ -76,8 +76,8 @@ pub fn choose<'a>(doc: &'a Discovery, zone: Option<&str>, ext: &str, wanted: Wan
 pub enum DiscoveryError {
     #[error("unknown viewer_id {0}")]
     UnknownViewer(Uuid),
-    #[error("discovery of viewer '{viewer}' is unavailable: {reason}")]
-    Unavailable { viewer: String, reason: String },
+    #[error("discovery of viewer '{viewer}' ({url}) is unavailable: {reason}")]
+    Unavailable { viewer: String, url: String, reason: String },
     #[error("viewer '{viewer}' cannot open .{ext} files")]
     NoAction { viewer: String, ext: String },
 }
@@ -188,6 +188,7 @@ impl Viewers {
         match &state.failed {
             Some((at, reason)) if at.elapsed() < self.retry => Err(DiscoveryError::Unavailable {
                 viewer: entry.config.name.clone(),
+                url: shown_source(&entry.config.discovery),
                 reason: reason.clone(),
             }),
             _ => Ok(None),
@@ -208,12 +209,13 @@ impl Viewers {
                 Ok(doc)
             }
             Err(reason) => {
-                tracing::warn!(viewer = %entry.config.name, %reason, "discovery fetch failed");
+                let url = shown_source(&entry.config.discovery);
+                tracing::warn!(viewer = %entry.config.name, %url, %reason, "discovery fetch failed");
                 state.failed = Some((Instant::now(), reason.clone()));
                 // A stale document beats none: keep serving it while the client is away.
                 match &state.document {
                     Some(doc) => Ok(doc.clone()),
-                    None => Err(DiscoveryError::Unavailable { viewer: entry.config.name.clone(), reason }),
+                    None => Err(DiscoveryError::Unavailable { viewer: entry.config.name.clone(), url, reason }),
                 }
             }
         }
@@ -368,9 +370,30 @@ fn without_url(e: &reqwest::Error) -> String {
     }
 }
 
+/// A discovery source as errors and logs may show it: a URL without user, password or query
+/// (where credentials would be), or the file path.
+pub fn shown_source(source: &str) -> String {
+    match url::Url::parse(source) {
+        Ok(mut url) if url.has_host() => {
+            let _ = url.set_username("");
+            let _ = url.set_password(None);
+            url.set_query(None);
+            url.set_fragment(None);
+            url.to_string()
+        }
+        _ => source.to_string(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sources_are_shown_without_credentials() {
+        assert_eq!(shown_source("https://u:secret@cool.test:9980/hosting/discovery?key=k#x"), "https://cool.test:9980/hosting/discovery");
+        assert_eq!(shown_source("/etc/wopigate/discovery.xml"), "/etc/wopigate/discovery.xml");
+    }
 
     fn doc(name: &str) -> Discovery {
         let path = format!("{}/tests/fixtures/discovery/{name}.xml", env!("CARGO_MANIFEST_DIR"));

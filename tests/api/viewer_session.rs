@@ -504,6 +504,20 @@ async fn action_urls_per_client() {
 }
 
 #[tokio::test]
+async fn a_discovery_failure_names_the_url_without_credentials() {
+    let port = free_port();
+    let viewer = Uuid::new_v4();
+    let url = format!("http://wopi:s3cr3t@127.0.0.1:{port}/hosting/discovery?token=also-secret");
+    let viewers = json!([{"id": viewer, "name": "Collabora", "discovery": url}]).to_string();
+    let app = spawn_with(&[("WOPIGATE_VIEWERS", &viewers)]).await;
+    app.put_file("u1", "a.docx", b"x");
+    let body = json!({"uri": "cloudreve://my/a.docx", "viewer_id": viewer, "preferred_action": "edit"});
+    let msg = assert_code(&app.session(body, Some(&caller_jwt("u1", "U"))).await, 50005);
+    assert!(msg.contains(&format!("http://127.0.0.1:{port}/hosting/discovery")), "{msg}");
+    assert!(!msg.contains("s3cr3t") && !msg.contains("also-secret") && !msg.contains("wopi:"), "{msg}");
+}
+
+#[tokio::test]
 async fn discovery_failure_is_50005_and_retried() {
     let dir = tempfile::tempdir().unwrap();
     let discovery = dir.path().join("discovery.xml");

@@ -1,0 +1,119 @@
+//! The binary's commands as a newcomer and an operator use them: help, version, caller-jwt,
+//! open, and what start-up says about the configuration.
+
+use serde_json::{json, Value};
+
+use crate::helpers::*;
+use crate::process::{command, stop, wait_healthy};
+
+fn run(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
+    let out = command(env).args(args).output().unwrap();
+    (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
+}
+
+#[test]
+fn help_lists_every_command_and_every_variable_and_readme_documents_each() {
+    let (code, help, _) = run(&[], &["--help"]);
+    assert_eq!(code, 0);
+    for command in ["serve", "put", "versions", "caller-jwt", "open", "hash-password", "hash-ticket", "version"] {
+        assert!(help.contains(&format!("  {command} ")), "{command} in --help:\n{help}");
+    }
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let variables = wopigate::config::variables();
+    assert!(variables.len() > 40, "{variables:?}");
+    for (name, default) in &variables {
+        assert!(help.contains(&format!("  {name} [{default}]")), "{name} [{default}] in --help");
+        let documented = readme.lines().any(|l| l.starts_with("| `") && l.split(" | ").next().is_some_and(|c| c.contains(&format!("`{name}`"))));
+        assert!(documented, "{name} is in a README configuration table");
+    }
+    assert!(!help.contains("***"), "no secret value is shown");
+    // `serve --help` helps; it does not start a server.
+    let (code, serve_help, _) = run(&[], &["serve", "--help"]);
+    assert_eq!(code, 0);
+    assert!(serve_help.contains("Usage: wopigate serve"), "{serve_help}");
+    for flag in [&["--version"][..], &["-V"], &["version"]] {
+        let (code, out, _) = run(&[], flag);
+        assert_eq!((code, out.trim()), (0, concat!("wopigate ", env!("CARGO_PKG_VERSION"))), "{flag:?}");
+    }
+    let (code, _, err) = run(&[], &["frobnicate"]);
+    assert_eq!(code, 2, "{err}");
+}
+
+#[tokio::test]
+async fn caller_jwt_and_open_give_a_newcomer_a_working_session() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let env = base_env(port, dir.path(), &[]);
+    std::fs::create_dir_all(dir.path().join("alice/Docs")).unwrap();
+    std::fs::write(dir.path().join("alice/Docs/report.docx"), b"hello").unwrap();
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let client = reqwest::Client::new();
+
+    // A caller JWT signed with the configured secret, as raw bytes: the API takes it.
+    let (code, jwt, err) = run(&env, &["caller-jwt", "alice", "--name", "Alice", "--ttl", "10m"]);
+    assert_eq!(code, 0, "{err}");
+    let envelope: Value = client
+        .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
+        .bearer_auth(jwt.trim())
+        .body(json!({"uri": "cloudreve://my/Docs/report.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(envelope["code"], 0, "{envelope}");
+    let claims = claims_of(envelope["data"]["session"]["access_token"].as_str().unwrap());
+    assert_eq!((claims["sub"].as_str(), claims["name"].as_str()), (Some("alice"), Some("Alice")));
+    assert_eq!(run(&env, &["caller-jwt", "alice", "--ttl", "soon"]).0, 2);
+
+    // `open` runs the same domain function: its token works against the running server.
+    let (code, out, err) = run(&env, &["open", "cloudreve://my/Docs/report.docx", "--user", "alice", "--view"]);
+    assert_eq!(code, 0, "{err}");
+    let json_end = out.find("\n\n").unwrap();
+    let answer: Value = serde_json::from_str(&out[..json_end]).unwrap();
+    assert_eq!(answer["session"]["action"], "view");
+    assert!(out.contains(&format!("http://127.0.0.1:{port}/host#wopi_src=")), "{out}");
+    let token = answer["session"]["access_token"].as_str().unwrap();
+    let fid = claims_of(token)["fid"].as_str().unwrap().to_string();
+    let r = client.get(format!("http://127.0.0.1:{port}/wopi/files/{fid}?access_token={token}")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let (code, _, err) = run(&env, &["open", "cloudreve://my/Docs/nope.docx", "--user", "alice"]);
+    assert_ne!(code, 0);
+    assert!(err.contains("not found"), "{err}");
+    stop(child);
+
+    // Only a public key: wopigate cannot sign, and says why.
+    let public = std::fs::read_to_string(fixture("keys/rsa-jwt.pub.pem")).unwrap();
+    let mut only_public = base_env(port, dir.path(), &[("WOPIGATE_CALLER_JWT_PUBLIC_KEY", &public)]);
+    only_public.retain(|(k, _)| k != "WOPIGATE_CALLER_JWT_SECRET");
+    let (code, _, err) = run(&only_public, &["caller-jwt", "alice"]);
+    assert_eq!(code, 1);
+    assert!(err.contains("WOPIGATE_CALLER_JWT_PUBLIC_KEY") && err.contains("private key"), "{err}");
+}
+
+#[tokio::test]
+async fn start_up_says_what_it_runs_and_warns_about_what_will_not_work() {
+    let dir = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let mut env = base_env(port, dir.path(), &[("WOPIGATE_VIEWERS", "[]"), ("WOPIGATE_VIEWER", "oops"), ("WOPIGATE_LOG_FORMAT", "text")]);
+    env.retain(|(k, _)| k != "WOPIGATE_CALLER_JWT_SECRET");
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let log = stop(child);
+    let started = log.lines().find(|l| l.contains("wopigate started")).unwrap_or_else(|| panic!("{log}"));
+    for part in [concat!("version=\"", env!("CARGO_PKG_VERSION"), "\""), "local directory", "caller_key=\"none\"", "public_url="] {
+        assert!(started.contains(part), "{part} in: {started}");
+    }
+    assert!(log.contains("no viewer is configured"), "{log}");
+    assert!(log.contains("no caller JWT key is configured"), "{log}");
+    assert!(log.contains("WOPIGATE_VIEWER is not a wopigate setting (did you mean WOPIGATE_VIEWERS?)"), "{log}");
+    assert!(!log.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
+
+    // In production an unknown variable stops start-up, naming it.
+    let prod = base_env(free_port(), dir.path(), &[("WOPIGATE_ENV", "production"), ("WOPIGATE_TOKN_TTL_SECS", "60")]);
+    let (code, _, err) = run(&prod, &[]);
+    assert_eq!(code, 2, "{err}");
+    assert!(err.contains("WOPIGATE_TOKN_TTL_SECS") && err.contains("did you mean WOPIGATE_TOKEN_TTL_SECS"), "{err}");
+}
