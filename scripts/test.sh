@@ -67,7 +67,7 @@ phase "browser test: the host page (/host) in headless Chromium (scripts/browser
 # Installs Debian's chromium (apt) and playwright-core (npm, tests/browser) when missing.
 ./scripts/browser-test.sh 2>&1 | tee target/browser-output.txt
 
-phase "container and Kubernetes files (hadolint, kubernetes-validate, security requirements)"
+phase "container and Kubernetes files (hadolint; every overlay rendered with kubectl's kustomize, kubernetes-validate, the README's promises)"
 python3 scripts/check_deploy.py
 # The Dockerfile's build command (no container engine runs here to run the Dockerfile itself).
 cargo build --release --locked --bin wopigate
