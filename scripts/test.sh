@@ -68,7 +68,7 @@ phase "browser test: the host page (/host) in headless Chromium (scripts/browser
 # Installs Debian's chromium (apt) and playwright-core (npm, tests/browser) when missing.
 ./scripts/browser-test.sh 2>&1 | tee target/browser-output.txt
 
-phase "container, compose and Kubernetes files (hadolint, Compose schema, kubernetes-validate, security requirements)"
+phase "container, compose and Kubernetes files (hadolint; Compose schema; every overlay rendered with kustomize, kubernetes-validate, the README's promises)"
 python3 scripts/check_deploy.py
 python3 scripts/check_compose.py
 # The Dockerfile's build command (no container engine runs here to run the Dockerfile itself).

@@ -142,6 +142,9 @@ fn default_share_password_attempts() -> u32 {
 struct RawConfig {
     #[serde(default = "default_bind")]
     bind: String,
+    /// Unset or empty: `/metrics` is served on `bind` with everything else.
+    #[serde(default)]
+    metrics_bind: Option<String>,
     #[serde(default = "default_public_url")]
     public_url: String,
     #[serde(default = "default_data_dir")]
@@ -343,6 +346,8 @@ pub enum LogFormat {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub bind: SocketAddr,
+    /// `/metrics` alone on this address (and 404 on `bind`); `None`: on `bind`.
+    pub metrics_bind: Option<SocketAddr>,
     /// Base URL of every WOPISrc, without a trailing slash.
     pub public_url: String,
     pub data_dir: PathBuf,
@@ -452,12 +457,14 @@ impl Config {
     }
 
     fn validate(raw: RawConfig) -> Result<Config, ConfigError> {
-        let bind = raw
-            .bind
-            .to_socket_addrs()
-            .ok()
-            .and_then(|mut addrs| addrs.next())
-            .ok_or_else(|| ConfigError::new("WOPIGATE_BIND", format!("'{}' is not a host:port address", raw.bind)))?;
+        let bind = socket_addr("WOPIGATE_BIND", &raw.bind)?;
+        let metrics_bind = match raw.metrics_bind.as_deref().map(str::trim).filter(|b| !b.is_empty()) {
+            None => None,
+            Some(addr) => Some(socket_addr("WOPIGATE_METRICS_BIND", addr)?),
+        };
+        if metrics_bind.is_some_and(|m| m == bind && m.port() != 0) {
+            return Err(ConfigError::new("WOPIGATE_METRICS_BIND", "must differ from WOPIGATE_BIND"));
+        }
         let public_url = http_base_url("WOPIGATE_PUBLIC_URL", &raw.public_url)?;
         let production = match raw.env.as_str() {
             "production" => true,
@@ -535,8 +542,9 @@ impl Config {
         if raw.stale_upload_secs == 0 {
             return Err(ConfigError::new("WOPIGATE_STALE_UPLOAD_SECS", "must be at least 1"));
         }
-        Ok(Config {
+        let config = Config {
             bind,
+            metrics_bind,
             public_url,
             data_dir: raw.data_dir,
             production,
@@ -563,8 +571,62 @@ impl Config {
             share_passwords: SharePasswordConfig { attempts_per_minute: raw.share_password_attempts, concurrent_checks },
             trusted_proxies,
             stale_upload_secs: raw.stale_upload_secs,
-        })
+        };
+        if config.production {
+            production_secrets(&config)?;
+        }
+        Ok(config)
     }
+}
+
+fn socket_addr(var: &str, value: &str) -> Result<SocketAddr, ConfigError> {
+    value
+        .to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| ConfigError::new(var, format!("'{value}' is not a host:port address")))
+}
+
+/// Words that mark a value copied from an example rather than generated.
+const PLACEHOLDER_WORDS: [&str; 3] = ["REPLACE", "CHANGE", "EXAMPLE"];
+
+/// `WOPIGATE_ENV=production`: no configured secret may be a placeholder (`REPLACE`, `CHANGE`,
+/// `EXAMPLE`, any case), and the signing secrets are at least 32 bytes (checked for every
+/// environment by `check_secret`). The error names the variable, never the value.
+fn production_secrets(config: &Config) -> Result<(), ConfigError> {
+    let placeholder = |var: &str, value: &str| {
+        let upper = value.to_ascii_uppercase();
+        match PLACEHOLDER_WORDS.iter().find(|w| upper.contains(*w)) {
+            Some(word) => Err(ConfigError::new(
+                var,
+                format!("looks like a placeholder (contains {word}): WOPIGATE_ENV=production needs a real secret"),
+            )),
+            None => Ok(()),
+        }
+    };
+    let key = |var: &str, material: &KeyMaterial| match material {
+        KeyMaterial::Secret(secret) => placeholder(var, secret.expose()),
+        KeyMaterial::Ed25519Pair { private, .. } => placeholder("WOPIGATE_TOKEN_PRIVATE_KEY", private.expose()),
+        KeyMaterial::Ed25519Public(_) => Ok(()),
+    };
+    if let Some(current) = &config.token.current {
+        key("WOPIGATE_TOKEN_SECRET", &current.material)?;
+    }
+    for old in &config.token.previous {
+        key("WOPIGATE_TOKEN_OLD_KEYS", &old.material)?;
+    }
+    if let Some(CallerKey::Hs256(secret)) = &config.caller_jwt.key {
+        placeholder("WOPIGATE_CALLER_JWT_SECRET", secret.expose())?;
+    }
+    if let StoreConfig::S3(s3) = &config.store {
+        placeholder("WOPIGATE_S3_ACCESS_KEY_ID", &s3.access_key_id)?;
+        placeholder("WOPIGATE_S3_SECRET_ACCESS_KEY", s3.secret_access_key.expose())?;
+    }
+    if let LockConfig::Redis { url } = &config.locks {
+        let password = Url::parse(url.expose()).ok().and_then(|u| u.password().map(str::to_string));
+        placeholder("WOPIGATE_REDIS_URL", &password.unwrap_or_default())?;
+    }
+    Ok(())
 }
 
 /// envy says "… provided by TOKEN_TTL_SECS"; put the prefix back so the name is the real one.
@@ -1029,6 +1091,63 @@ mod tests {
             StoreConfig::Local => panic!("s3 expected"),
         }
         assert!(!format!("{:?}", ok.store).contains("very-secret-key"));
+    }
+
+    #[test]
+    fn production_refuses_placeholder_secrets_and_names_the_variable() {
+        const GOOD: &str = "k3J9x0Qv7mWb2Zr5Tn8Yp1Ls4Hd6Fg0a";
+        let base = [
+            ("WOPIGATE_ENV", "production"),
+            ("WOPIGATE_TOKEN_SECRET", GOOD),
+            ("WOPIGATE_CALLER_JWT_SECRET", GOOD),
+            ("WOPIGATE_STORE", "s3"),
+            ("WOPIGATE_S3_ENDPOINT", "https://s3.example.com"),
+            ("WOPIGATE_S3_BUCKET", "b"),
+            ("WOPIGATE_S3_ACCESS_KEY_ID", "GK31c2f218a2e44f485b94239e"),
+            ("WOPIGATE_S3_SECRET_ACCESS_KEY", "b892c0665f0ada8a4755dae98baa3b133590e11dae3bcc1f9d769d67f16c3835"),
+            ("WOPIGATE_LOCKS", "redis"),
+            ("WOPIGATE_REDIS_URL", "redis://:s3cr3t-pw@redis.example.com:6379/0"),
+        ];
+        let with = |var: &str, value: &str| {
+            let mut pairs: Vec<(&str, &str)> = base.iter().copied().filter(|(k, _)| *k != var).collect();
+            pairs.push((var, value));
+            Config::from_vars(vars(&pairs))
+        };
+        assert!(with("WOPIGATE_ENV", "production").is_ok(), "real-looking secrets and an example.com host pass");
+        let old = r#"[{"kid": "old", "secret": "replace-me-with-the-previous-key-0000"}]"#;
+        let cases = [
+            ("WOPIGATE_TOKEN_SECRET", "REPLACE-WITH-48-RANDOM-BYTES-BASE64-REPLACE-ME"),
+            ("WOPIGATE_TOKEN_SECRET", "please-change-this-secret-0123456789"),
+            ("WOPIGATE_TOKEN_OLD_KEYS", old),
+            ("WOPIGATE_CALLER_JWT_SECRET", "an-Example-shared-secret-0123456789abc"),
+            ("WOPIGATE_S3_ACCESS_KEY_ID", "AKIAIOSFODNN7EXAMPLE"),
+            ("WOPIGATE_S3_SECRET_ACCESS_KEY", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYEXAMPLEKEY"),
+            ("WOPIGATE_REDIS_URL", "redis://:REPLACE-ME@redis:6379/0"),
+        ];
+        for (var, value) in cases {
+            let err = with(var, value).unwrap_err();
+            assert_eq!(err.var, var, "{var}: {err}");
+            assert!(err.message.contains("placeholder"), "{err}");
+            assert!(!err.to_string().contains(value), "the error must not print the secret: {err}");
+        }
+        let err = with("WOPIGATE_TOKEN_SECRET", "short-but-real-9f8e7d").unwrap_err();
+        assert_eq!(err.var, "WOPIGATE_TOKEN_SECRET");
+        assert!(!err.to_string().contains("short-but-real"), "{err}");
+        // Outside production the same values start (local development with the example files).
+        let dev = Config::from_vars(vars(&[("WOPIGATE_TOKEN_SECRET", "REPLACE-WITH-48-RANDOM-BYTES-BASE64-REPLACE-ME")]));
+        assert!(dev.is_ok());
+    }
+
+    #[test]
+    fn metrics_bind_is_optional_and_separate() {
+        assert!(Config::from_vars(vars(&[])).unwrap().metrics_bind.is_none());
+        assert!(Config::from_vars(vars(&[("WOPIGATE_METRICS_BIND", " ")])).unwrap().metrics_bind.is_none());
+        let config = Config::from_vars(vars(&[("WOPIGATE_METRICS_BIND", "0.0.0.0:9090")])).unwrap();
+        assert_eq!(config.metrics_bind.unwrap().to_string(), "0.0.0.0:9090");
+        for value in ["9090", "127.0.0.1:8080"] {
+            let err = Config::from_vars(vars(&[("WOPIGATE_METRICS_BIND", value)])).unwrap_err();
+            assert_eq!(err.var, "WOPIGATE_METRICS_BIND", "{value}: {err}");
+        }
     }
 
     #[test]

@@ -1,5 +1,6 @@
 //! Prometheus metrics (`GET /metrics`): requests by route, WOPI operation and status, latency,
-//! bytes streamed, lock conflicts, token rejections, proof-key failures, discovery fetches,
+//! bytes streamed, lock conflicts, token rejections, proof-key failures, discovery fetches and
+//! whether each viewer's discovery is up,
 //! share-password checks (Argon2 runs) and attempts refused by the rate limit.
 
 use std::time::Instant;
@@ -9,7 +10,7 @@ use actix_web::dev::{ServiceRequest, ServiceResponse};
 use actix_web::middleware::Next;
 use actix_web::{web, HttpMessage, HttpResponse};
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::state::AppState;
@@ -28,6 +29,7 @@ pub struct Metrics {
     token_rejections: IntCounterVec,
     proof_failures: IntCounter,
     discovery_fetches: IntCounterVec,
+    discovery_up: IntGaugeVec,
     password_checks: IntCounterVec,
     password_refusals: IntCounter,
 }
@@ -64,6 +66,11 @@ impl Metrics {
             &["viewer", "result"],
         )
         .expect("valid metric");
+        let discovery_up = IntGaugeVec::new(
+            Opts::new("wopigate_discovery_up", "1 when the viewer's last discovery fetch succeeded, 0 before or after a failure"),
+            &["viewer"],
+        )
+        .expect("valid metric");
         let password_checks = IntCounterVec::new(
             Opts::new("wopigate_share_password_checks_total", "Share passwords checked with Argon2, by result"),
             &["result"],
@@ -83,6 +90,7 @@ impl Metrics {
             Box::new(token_rejections.clone()),
             Box::new(proof_failures.clone()),
             Box::new(discovery_fetches.clone()),
+            Box::new(discovery_up.clone()),
             Box::new(password_checks.clone()),
             Box::new(password_refusals.clone()),
         ] {
@@ -98,6 +106,7 @@ impl Metrics {
             token_rejections,
             proof_failures,
             discovery_fetches,
+            discovery_up,
             password_checks,
             password_refusals,
         }
@@ -113,6 +122,12 @@ impl Metrics {
 
     pub fn discovery_fetched(&self, viewer: &str, ok: bool) {
         self.discovery_fetches.with_label_values(&[viewer, if ok { "ok" } else { "error" }]).inc();
+        self.discovery_up.with_label_values(&[viewer]).set(i64::from(ok));
+    }
+
+    /// A configured viewer whose discovery has not been fetched yet: down until it is.
+    pub fn discovery_pending(&self, viewer: &str) {
+        self.discovery_up.with_label_values(&[viewer]).set(0);
     }
 
     pub fn password_checked(&self, right: bool) {

@@ -185,6 +185,8 @@ pub async fn app_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState
 pub struct Application {
     port: u16,
     server: Server,
+    /// `/metrics` on `WOPIGATE_METRICS_BIND`: its port and server.
+    metrics: Option<(u16, Server)>,
 }
 
 impl Application {
@@ -199,15 +201,26 @@ impl Application {
         let listener = TcpListener::bind(config.bind)
             .map_err(|e| ConfigError::new("WOPIGATE_BIND", format!("cannot listen on {}: {e}", config.bind)))?;
         let port = listener.local_addr()?.port();
+        let metrics_listener = match config.metrics_bind {
+            Some(addr) => Some(TcpListener::bind(addr).map_err(|e| {
+                ConfigError::new("WOPIGATE_METRICS_BIND", format!("cannot listen on {addr}: {e}"))
+            })?),
+            None => None,
+        };
         log_start(&config, port);
         let state = web::Data::new(app_state(config, clock).await?);
         let grace = state.config.shutdown_grace_secs;
+        let metrics = match metrics_listener {
+            Some(listener) => Some((listener.local_addr()?.port(), metrics_server(listener, state.clone())?)),
+            None => None,
+        };
+        let metrics_on_main = metrics.is_none();
         let server = HttpServer::new(move || {
             App::new()
                 .wrap(actix_web::middleware::from_fn(crate::metrics::track))
                 .wrap(TracingLogger::<RequestSpan>::new())
                 .app_data(state.clone())
-                .configure(http::routes)
+                .configure(|cfg| http::routes(cfg, metrics_on_main))
         })
         // Headers and a small body leave in separate writes: with Nagle's algorithm on, the body
         // waits for the client's delayed ACK of the headers (40 ms on Linux) on every small file.
@@ -220,14 +233,42 @@ impl Application {
         .shutdown_timeout(grace)
         .listen(listener)?
         .run();
-        Ok(Application { port, server })
+        Ok(Application { port, server, metrics })
     }
 
     pub fn port(&self) -> u16 {
         self.port
     }
 
-    pub async fn run_until_stopped(self) -> std::io::Result<()> {
-        self.server.await
+    /// The port of `WOPIGATE_METRICS_BIND`, when `/metrics` has its own listener.
+    pub fn metrics_port(&self) -> Option<u16> {
+        self.metrics.as_ref().map(|(port, _)| *port)
     }
+
+    /// Runs until SIGTERM/SIGINT stops the main server (after its grace period); the metrics
+    /// listener stops with it, so Prometheus can scrape a draining replica to the end.
+    pub async fn run_until_stopped(self) -> std::io::Result<()> {
+        let Some((_, metrics)) = self.metrics else {
+            return self.server.await;
+        };
+        let handle = metrics.handle();
+        let main = async {
+            let result = self.server.await;
+            handle.stop(true).await;
+            result
+        };
+        let (main, metrics) = futures_util::join!(main, metrics);
+        main.and(metrics)
+    }
+}
+
+/// `/metrics` alone (everything else 404), on its own listener: not behind the Service the
+/// Ingress uses. Signals are left to the main server, which stops this one when it is done.
+fn metrics_server(listener: TcpListener, state: web::Data<AppState>) -> std::io::Result<Server> {
+    Ok(HttpServer::new(move || App::new().app_data(state.clone()).configure(http::metrics_route))
+        .workers(1)
+        .disable_signals()
+        .shutdown_timeout(1)
+        .listen(listener)?
+        .run())
 }

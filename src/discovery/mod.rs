@@ -108,6 +108,15 @@ pub struct ChosenAction {
     pub url: String,
 }
 
+/// One viewer's discovery as `/readyz` reports it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct DiscoveryStatus {
+    #[serde(skip)]
+    pub viewer: String,
+    pub loaded: bool,
+    pub error: Option<String>,
+}
+
 pub struct Viewers {
     entries: Vec<ViewerEntry>,
     http: reqwest::Client,
@@ -119,6 +128,9 @@ pub struct Viewers {
 
 impl Viewers {
     pub fn new(config: &Config, metrics: Arc<Metrics>) -> Viewers {
+        for viewer in &config.viewers {
+            metrics.discovery_pending(&viewer.name);
+        }
         let http = reqwest::Client::builder()
             .timeout(Duration::from_secs(config.discovery_timeout_secs))
             .connect_timeout(Duration::from_secs(config.discovery_timeout_secs))
@@ -268,9 +280,20 @@ impl Viewers {
         });
     }
 
-    /// Whether every viewer has a document (readiness).
-    pub fn all_loaded(&self) -> bool {
-        self.entries.iter().all(|e| e.state.read().map(|s| s.document.is_some()).unwrap_or(false))
+    /// Each viewer's discovery, for `/readyz`'s body: by name, whether a document is loaded
+    /// (sessions can open), and why the last fetch failed, if it did.
+    pub fn status(&self) -> Vec<DiscoveryStatus> {
+        self.entries
+            .iter()
+            .map(|entry| {
+                let state = entry.state.read().unwrap_or_else(|p| p.into_inner());
+                DiscoveryStatus {
+                    viewer: entry.config.name.clone(),
+                    loaded: state.document.is_some(),
+                    error: state.failed.as_ref().map(|(_, reason)| reason.clone()),
+                }
+            })
+            .collect()
     }
 
     /// The origins of the clients' iframes (the host page's `frame-src` and `form-action`):

@@ -15,7 +15,8 @@ use std::time::Instant;
 use tracing::Span;
 use tracing_actix_web::{RequestId, RootSpanBuilder};
 
-pub fn routes(cfg: &mut web::ServiceConfig) {
+/// Every route; `/metrics` too unless it has its own listener (`WOPIGATE_METRICS_BIND`).
+pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.service(
         web::scope("/api/v4")
             .route("/file/viewerSession", web::put().to(api::viewer_session))
@@ -24,9 +25,16 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
     )
     .configure(wopi::routes)
     .configure(host::routes)
-    .route("/metrics", web::get().to(crate::metrics::endpoint))
     .route("/healthz", web::get().to(health::healthz))
     .route("/readyz", web::get().to(health::readyz));
+    if with_metrics {
+        metrics_route(cfg);
+    }
+}
+
+/// `GET /metrics`.
+pub fn metrics_route(cfg: &mut web::ServiceConfig) {
+    cfg.route("/metrics", web::get().to(crate::metrics::endpoint));
 }
 
 /// What a handler learnt about its request, for the request's log line: written into the

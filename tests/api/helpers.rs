@@ -41,6 +41,8 @@ pub fn free_port() -> u16 {
 pub struct TestApp {
     pub address: String,
     pub port: u16,
+    /// `WOPIGATE_METRICS_BIND`'s port, when the test set it.
+    pub metrics_port: Option<u16>,
     pub data: PathBuf,
     pub client: reqwest::Client,
     _dir: Option<TempDir>,
@@ -95,8 +97,9 @@ pub async fn spawn_on_with_clock(data: &Path, extra: &[(&str, &str)], clock: Arc
     let config = Config::from_vars(base_env(port, data, extra)).expect("test config is valid");
     let app = Application::build_with_clock(config, clock).await.expect("app builds");
     let port = app.port();
+    let metrics_port = app.metrics_port();
     tokio::spawn(app.run_until_stopped());
-    TestApp::on_port(port, data)
+    TestApp { metrics_port, ..TestApp::on_port(port, data) }
 }
 
 /// A caller JWT as the platform would sign it.
@@ -116,7 +119,7 @@ impl TestApp {
     /// Talks to a server already listening on `port` with its store in `data` (the binary).
     pub fn on_port(port: u16, data: &Path) -> TestApp {
         let address = format!("http://127.0.0.1:{port}");
-        TestApp { address, port, data: data.to_path_buf(), client: reqwest::Client::new(), _dir: None }
+        TestApp { address, port, metrics_port: None, data: data.to_path_buf(), client: reqwest::Client::new(), _dir: None }
     }
 
     /// Puts a user file where a person would drop it: `<data>/<owner>/<path>`.

@@ -13,8 +13,9 @@ use crate::process::{serve_document, stop};
 /// Waits until every viewer's discovery has loaded (the page's CSP names their origins).
 async fn ready(app: &TestApp) {
     for _ in 0..200 {
-        let r = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
-        if r.status() == 200 {
+        let r: Value = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap().json().await.unwrap();
+        let discovery = r["discovery"].as_object().unwrap();
+        if discovery.values().all(|d| d["loaded"] == true) {
             return;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

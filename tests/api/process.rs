@@ -227,6 +227,26 @@ async fn sigterm_lets_uploads_finish_then_exits_zero() {
 }
 
 #[tokio::test]
+async fn the_metrics_listener_serves_until_sigterm_then_both_stop() {
+    let dir = tempfile::tempdir().unwrap();
+    let (port, metrics_port) = (free_port(), free_port());
+    let metrics_bind = format!("127.0.0.1:{metrics_port}");
+    let env = base_env(port, dir.path(), &[("WOPIGATE_METRICS_BIND", &metrics_bind)]);
+    let mut child = command(&env).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let scrape = reqwest::get(format!("http://{metrics_bind}/metrics")).await.unwrap();
+    assert_eq!(scrape.status(), 200);
+    assert_eq!(reqwest::get(format!("http://127.0.0.1:{port}/metrics")).await.unwrap().status(), 404);
+
+    let started = Instant::now();
+    assert!(Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap().success());
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(0), "exit 0 after a graceful stop");
+    assert!(started.elapsed() < Duration::from_secs(10), "the metrics listener does not hold the exit up");
+    assert!(std::net::TcpStream::connect(("127.0.0.1", metrics_port)).is_err(), "the metrics listener is closed");
+}
+
+#[tokio::test]
 async fn secrets_never_reach_logs_or_error_messages() {
     let dir = tempfile::tempdir().unwrap();
     let port = free_port();

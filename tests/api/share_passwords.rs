@@ -12,7 +12,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 
 /// A cheap Argon2id hash (8 KiB, one pass): the limit tests need many checks, not strong ones.
-fn cheap_hash(password: &str) -> String {
+pub fn cheap_hash(password: &str) -> String {
     let params = Params::new(8, 1, 1, None).unwrap();
     let salt = SaltString::generate(&mut OsRng);
     Argon2::new(Algorithm::Argon2id, Version::V0x13, params).hash_password(password.as_bytes(), &salt).unwrap().to_string()

@@ -530,8 +530,16 @@ async fn discovery_failure_is_50005_and_retried() {
 
     let msg = assert_code(&app.session(body.clone(), Some(&jwt)).await, 50005);
     assert!(msg.contains("Late"), "{msg}");
+    // One client's discovery being away does not take the replica out of service (documents
+    // already open must still save): /readyz stays 200 and says which discovery is down.
     let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
-    assert_eq!(ready.status().as_u16(), 503);
+    assert_eq!(ready.status().as_u16(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["store"], true);
+    assert_eq!(ready["locks"], true);
+    assert_eq!(ready["discovery"]["Late"]["loaded"], false, "{ready}");
+    assert!(ready["discovery"]["Late"]["error"].as_str().is_some_and(|e| e.contains("cannot read")), "{ready}");
+    assert_eq!(discovery_up(&app, "Late").await, Some(0.0));
 
     std::fs::write(&discovery, "<wopi-discovery><oops").unwrap();
     assert_code(&app.session(body.clone(), Some(&jwt)).await, 50005);
@@ -542,6 +550,16 @@ async fn discovery_failure_is_50005_and_retried() {
     assert_eq!(session(&e).3, "edit");
     let ready = app.client.get(format!("{}/readyz", app.address)).send().await.unwrap();
     assert_eq!(ready.status().as_u16(), 200);
+    let ready: serde_json::Value = ready.json().await.unwrap();
+    assert_eq!(ready["discovery"]["Late"], json!({"loaded": true, "error": null}), "{ready}");
+    assert_eq!(discovery_up(&app, "Late").await, Some(1.0));
+}
+
+/// `wopigate_discovery_up{viewer="<name>"}` from `/metrics`.
+async fn discovery_up(app: &TestApp, viewer: &str) -> Option<f64> {
+    let text = app.client.get(format!("{}/metrics", app.address)).send().await.unwrap().text().await.unwrap();
+    let prefix = format!("wopigate_discovery_up{{viewer=\"{viewer}\"}} ");
+    text.lines().find_map(|l| l.strip_prefix(&prefix)?.parse().ok())
 }
 
 #[tokio::test]

@@ -66,8 +66,11 @@ pub async fn spawn_replica(client: &reqwest::Client, env: &[(String, String)], d
     let mut child = cmd.spawn().unwrap();
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
+        // Ready (store and locks) with the viewer's discovery loaded, as the tests expect.
         if let Ok(r) = client.get(format!("http://127.0.0.1:{port}/readyz")).send().await {
-            if r.status().is_success() {
+            let ok = r.status().is_success();
+            let body: serde_json::Value = r.json().await.unwrap_or_default();
+            if ok && body["discovery"].as_object().is_some_and(|d| d.values().all(|v| v["loaded"] == true)) {
                 break;
             }
         }
