@@ -425,9 +425,46 @@ async fn every_api_failure_answers_in_the_envelope() {
         assert_code(&envelope(request).await, 0);
     }
 
-    // A wrong method or an unknown endpoint.
-    assert_code(&envelope(app.client.get(&url)).await, 404);
-    assert_code(&envelope(app.client.post(format!("{}/api/v4/file/nothing", app.address)).body("{}")).await, 404);
+}
+
+/// A wrong method on an endpoint: HTTP 405 with `Allow`, in the envelope, naming the method, the
+/// endpoint and its method. No endpoint at all: HTTP 404 in the envelope.
+#[tokio::test]
+async fn wrong_methods_and_unknown_endpoints_answer_in_the_envelope() {
+    let app = spawn_app().await;
+    let jwt = caller_jwt("u1", "U");
+    let cases = [
+        ("POST", "/api/v4/file/viewerSession", "PUT"),
+        ("GET", "/api/v4/file/viewerSession", "PUT"),
+        ("DELETE", "/api/v4/file/viewerSession", "PUT"),
+        ("PATCH", "/api/v4/file/viewerSession", "PUT"),
+        ("PUT", "/api/v4/site/config/explorer", "GET"),
+        ("POST", "/api/v4/site/config/explorer", "GET"),
+        ("HEAD", "/api/v4/site/config/explorer", "GET"),
+        ("DELETE", "/api/v4/openapi.json", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response =
+            app.client.request(method.clone(), format!("{}{path}", app.address)).bearer_auth(&jwt).body("{}").send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        if method == reqwest::Method::HEAD {
+            continue;
+        }
+        let e: Value = response.json().await.unwrap();
+        let msg = assert_code(&e, 405);
+        assert_eq!(msg, format!("{path} does not take {method}; use {allow}"));
+    }
+    for (method, path) in [("GET", "/api/v4/file/nothing"), ("POST", "/api/v4/"), ("PUT", "/api/v4/file/viewerSession/x")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.client.request(method.clone(), format!("{}{path}", app.address)).body("{}").send().await.unwrap();
+        assert_eq!(response.status(), 404, "{method} {path}");
+        let e: Value = response.json().await.unwrap();
+        let msg = assert_code(&e, 404);
+        assert!(msg.contains(method.as_str()) && !msg.contains("nothing"), "names the method, not the path: {msg}");
+    }
 }
 
 #[tokio::test]
