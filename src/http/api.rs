@@ -200,8 +200,10 @@ fn ok<T: Serialize>(data: T) -> HttpResponse {
     HttpResponse::Ok().json(Answer { code: 0, data, msg: "" })
 }
 
+/// A header's value. One that is there but not text (bytes past ASCII) is a wrong value, never
+/// an absent one: an unreadable `Authorization` is refused (401), not taken for no caller at all.
 fn header<'a>(req: &'a HttpRequest, name: &str) -> Option<&'a str> {
-    req.headers().get(name).and_then(|v| v.to_str().ok())
+    req.headers().get(name).map(|v| v.to_str().unwrap_or("\u{fffd}"))
 }
 
 /// The largest request body of this API: a viewer session request with two URIs of the

@@ -687,3 +687,24 @@ async fn user_extra_info_comes_from_the_caller_jwt() {
     let plain = app.session_for("u1", "cloudreve://my/a.docx", "edit").await;
     assert!(app.info(&plain).await.get("UserExtraInfo").is_none());
 }
+
+/// A header that is there but not text is a wrong value, not an absent one: an `Authorization`
+/// of bytes past ASCII is refused, never taken for an anonymous caller.
+#[tokio::test]
+async fn unreadable_headers_are_wrong_not_absent() {
+    let app = spawn_app().await;
+    app.put_file("owner", "Docs/shared.docx", b"x");
+    app.put_share("one", json!({"owner": "owner", "path": "Docs/shared.docx"}));
+    let body = json!({"uri": "cloudreve://one@share/", "viewer_id": COLLABORA, "preferred_action": "view"}).to_string();
+    let send = |name: &'static str, value: &'static [u8]| {
+        let request = app
+            .client
+            .put(format!("{}/api/v4/file/viewerSession", app.address))
+            .header(name, reqwest::header::HeaderValue::from_bytes(value).unwrap())
+            .body(body.clone());
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_code(&app.session_raw(&body, None, None).await, 0);
+    assert_code(&send("authorization", b"Bearer \xff\xfe").await, 401);
+    assert!(assert_code(&send("x-wopigate-device", b"mobil\xe9").await, 40001).contains("X-Wopigate-Device"));
+}
