@@ -64,6 +64,16 @@ phase "WOPI conformance suite (../shared/wopi-validator) on the local store"
 cargo build --locked --bin wopigate
 python3 scripts/conformance.py 2>&1 | tee target/conformance-output.txt
 
+phase "platform API against its OpenAPI documents: schemathesis (scripts/api-test.py)"
+# wopigate's own /api/v4/openapi.json and Cloudreve's published viewerSession description
+# (../shared/api), a few hundred generated requests each, against the binary built above.
+SCHEMATHESIS_VERSION=4.32.5
+if ! schemathesis --version 2>/dev/null | grep -q "$SCHEMATHESIS_VERSION"; then
+  python3 -m pip install --quiet --disable-pip-version-check --retries 5 "schemathesis==$SCHEMATHESIS_VERSION"
+  hash -r
+fi
+python3 scripts/api-test.py 2>&1 | tee target/api-test-output.txt
+
 phase "browser test: the host page (/host) in headless Chromium (scripts/browser-test.sh)"
 # Installs Debian's chromium (apt) and playwright-core (npm, tests/browser) when missing.
 ./scripts/browser-test.sh 2>&1 | tee target/browser-output.txt
@@ -86,6 +96,7 @@ for file in target/conformance-output.txt target/conformance-s3-redis.txt; do
   # Each run's own line, as the validator counted it (failures it tolerates are explained there).
   grep -E '^(wopivalidate:|conformance run|conformance: unsigned)' "$file" | sed 's/^/  /'
 done
+grep -E '^api-test' target/api-test-output.txt | sed 's/^/  /'
 echo "browser test: $(grep -Eo 'ℹ pass [0-9]+' target/browser-output.txt | awk '{print $3}') passed, $(grep -Eo 'ℹ fail [0-9]+' target/browser-output.txt | awk '{print $3}') failed"
 echo "deployment checks and benchmark smoke run: passed"
 phase ""

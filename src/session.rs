@@ -19,15 +19,24 @@ use crate::uri::{FileUri, UriError};
 use crate::users;
 
 /// The request body, exactly as Cloudreve's API names it.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SessionRequest {
+    /// The file: `cloudreve://my/<path>`, `cloudreve://<user>@my/<path>` (the caller) or
+    /// `cloudreve://<share id>[:<password>]@share/<path>`.
+    #[schema(example = "cloudreve://my/Docs/report.docx")]
     pub uri: String,
+    /// A past version (the WOPI `Version` it had); null or empty = the current one.
     #[serde(default)]
     pub version: Option<String>,
+    /// A configured viewer (`WOPIGATE_VIEWERS`; listed by `GET /api/v4/site/config/explorer`).
+    #[schema(example = "af01b85b-f57d-46d2-8ad6-1d9b96548e78")]
     pub viewer_id: Uuid,
+    /// What the caller would like; the answer's `session.action` is what it got.
     pub preferred_action: Action,
+    /// The folder where files created from the session go (Save As); same file system as `uri`.
     #[serde(default)]
+    #[schema(example = "cloudreve://my/Docs")]
     pub parent_uri: Option<String>,
 }
 
@@ -46,7 +55,8 @@ pub struct ViewerSession {
 }
 
 /// The layout the platform asks for (`X-Wopigate-Device`, else the viewer's `mobile` setting).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, utoipa::ToSchema)]
+#[schema(rename_all = "lowercase")]
 pub enum Device {
     Desktop,
     Mobile,

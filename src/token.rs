@@ -24,7 +24,7 @@ use uuid::Uuid;
 use crate::config::{derived_kid, ConfigError, KeyMaterial, Secret, TokenAlgorithm, TokenConfig, TokenKeyConfig};
 
 /// What a session may do with its file.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     View,

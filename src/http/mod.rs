@@ -19,8 +19,9 @@ use tracing_actix_web::{RequestId, RootSpanBuilder};
 pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
     cfg.service(
         web::scope("/api/v4")
-            .route("/file/viewerSession", web::put().to(api::viewer_session))
-            .route("/site/config/explorer", web::get().to(api::explorer_config))
+            .service(api_endpoint("/file/viewerSession", "PUT", web::put().to(api::viewer_session)))
+            .service(api_endpoint("/site/config/explorer", "GET", web::get().to(api::explorer_config)))
+            .service(api_endpoint("/openapi.json", "GET", web::get().to(api::openapi_endpoint)))
             .default_service(web::to(api::unknown_endpoint)),
     )
     .configure(wopi::routes)
@@ -35,6 +36,12 @@ pub fn routes(cfg: &mut web::ServiceConfig, with_metrics: bool) {
 /// `GET /metrics`.
 pub fn metrics_route(cfg: &mut web::ServiceConfig) {
     cfg.route("/metrics", web::get().to(crate::metrics::endpoint));
+}
+
+/// An endpoint of the platform API (`/api/v4` + `path`) taking `method` alone: any other
+/// method answers 405 in the envelope.
+fn api_endpoint(path: &'static str, method: &'static str, route: actix_web::Route) -> actix_web::Resource {
+    web::resource(path).route(route).default_service(web::to(api::wrong_method(method)))
 }
 
 /// What a handler learnt about its request, for the request's log line: written into the

@@ -173,8 +173,12 @@ pub fn assert_code(envelope: &Value, code: u64) -> String {
         assert!(!msg.is_empty(), "a failure needs a message: {envelope}");
         let cid = envelope["correlation_id"].as_str().unwrap_or_default();
         assert!(Uuid::parse_str(cid).is_ok(), "correlation_id must be a uuid: {envelope}");
+        // Cloudreve omits `data` when there is none (its schema has no null there).
+        assert!(envelope.get("data").is_none(), "a failure has no data, not even null: {envelope}");
         msg
     } else {
+        assert!(envelope["data"].is_object(), "a success has data: {envelope}");
+        assert!(envelope.get("correlation_id").is_none(), "only failures have a correlation_id: {envelope}");
         String::new()
     }
 }

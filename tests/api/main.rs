@@ -5,6 +5,7 @@ mod collabora;
 mod conversions;
 mod helpers;
 mod host_page;
+mod openapi;
 mod ops;
 mod permissions;
 mod process;

@@ -425,9 +425,46 @@ async fn every_api_failure_answers_in_the_envelope() {
         assert_code(&envelope(request).await, 0);
     }
 
-    // A wrong method or an unknown endpoint.
-    assert_code(&envelope(app.client.get(&url)).await, 404);
-    assert_code(&envelope(app.client.post(format!("{}/api/v4/file/nothing", app.address)).body("{}")).await, 404);
+}
+
+/// A wrong method on an endpoint: HTTP 405 with `Allow`, in the envelope, naming the method, the
+/// endpoint and its method. No endpoint at all: HTTP 404 in the envelope.
+#[tokio::test]
+async fn wrong_methods_and_unknown_endpoints_answer_in_the_envelope() {
+    let app = spawn_app().await;
+    let jwt = caller_jwt("u1", "U");
+    let cases = [
+        ("POST", "/api/v4/file/viewerSession", "PUT"),
+        ("GET", "/api/v4/file/viewerSession", "PUT"),
+        ("DELETE", "/api/v4/file/viewerSession", "PUT"),
+        ("PATCH", "/api/v4/file/viewerSession", "PUT"),
+        ("PUT", "/api/v4/site/config/explorer", "GET"),
+        ("POST", "/api/v4/site/config/explorer", "GET"),
+        ("HEAD", "/api/v4/site/config/explorer", "GET"),
+        ("DELETE", "/api/v4/openapi.json", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response =
+            app.client.request(method.clone(), format!("{}{path}", app.address)).bearer_auth(&jwt).body("{}").send().await.unwrap();
+        assert_eq!(response.status(), 405, "{method} {path}");
+        assert_eq!(response.headers()["allow"], allow, "{method} {path}");
+        assert!(response.headers()["content-type"].to_str().unwrap().starts_with("application/json"));
+        if method == reqwest::Method::HEAD {
+            continue;
+        }
+        let e: Value = response.json().await.unwrap();
+        let msg = assert_code(&e, 405);
+        assert_eq!(msg, format!("{path} does not take {method}; use {allow}"));
+    }
+    for (method, path) in [("GET", "/api/v4/file/nothing"), ("POST", "/api/v4/"), ("PUT", "/api/v4/file/viewerSession/x")] {
+        let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+        let response = app.client.request(method.clone(), format!("{}{path}", app.address)).body("{}").send().await.unwrap();
+        assert_eq!(response.status(), 404, "{method} {path}");
+        let e: Value = response.json().await.unwrap();
+        let msg = assert_code(&e, 404);
+        assert!(msg.contains(method.as_str()) && !msg.contains("nothing"), "names the method, not the path: {msg}");
+    }
 }
 
 #[tokio::test]
@@ -681,4 +718,25 @@ async fn user_extra_info_comes_from_the_caller_jwt() {
     assert_eq!(info["UserExtraInfo"], json!({"avatar": "https://drive.example.test/avatar/u1.png", "mail": "ada@example.test"}));
     let plain = app.session_for("u1", "cloudreve://my/a.docx", "edit").await;
     assert!(app.info(&plain).await.get("UserExtraInfo").is_none());
+}
+
+/// A header that is there but not text is a wrong value, not an absent one: an `Authorization`
+/// of bytes past ASCII is refused, never taken for an anonymous caller.
+#[tokio::test]
+async fn unreadable_headers_are_wrong_not_absent() {
+    let app = spawn_app().await;
+    app.put_file("owner", "Docs/shared.docx", b"x");
+    app.put_share("one", json!({"owner": "owner", "path": "Docs/shared.docx"}));
+    let body = json!({"uri": "cloudreve://one@share/", "viewer_id": COLLABORA, "preferred_action": "view"}).to_string();
+    let send = |name: &'static str, value: &'static [u8]| {
+        let request = app
+            .client
+            .put(format!("{}/api/v4/file/viewerSession", app.address))
+            .header(name, reqwest::header::HeaderValue::from_bytes(value).unwrap())
+            .body(body.clone());
+        async move { request.send().await.unwrap().json::<Value>().await.unwrap() }
+    };
+    assert_code(&app.session_raw(&body, None, None).await, 0);
+    assert_code(&send("authorization", b"Bearer \xff\xfe").await, 401);
+    assert!(assert_code(&send("x-wopigate-device", b"mobil\xe9").await, 40001).contains("X-Wopigate-Device"));
 }
