@@ -212,19 +212,10 @@ async fn open(uri: &str, action: Action, user: Option<&str>, viewer: Option<uuid
     };
     match admin::open(config, uri, action, user, viewer).await {
         Ok(session) => {
-            let answer = serde_json::json!({
-                "session": {
-                    "id": session.id,
-                    "access_token": session.access_token,
-                    "expires": session.expires_ms,
-                    "action": session.action,
-                    "viewer_action": session.viewer_action,
-                },
-                "wopi_src": session.wopi_src,
-                "host_url": session.host_url,
-            });
+            let host_url = session.host_url.clone();
+            let answer = wopigate::http::api::ViewerSessionData::from(session);
             println!("{}", serde_json::to_string_pretty(&answer).unwrap_or_default());
-            println!("\nOpen in a browser (wopigate must be running at its public URL):\n{}", session.host_url);
+            println!("\nOpen in a browser (wopigate must be running at its public URL):\n{host_url}");
             ExitCode::SUCCESS
         }
         Err(e) => fail(e),

@@ -277,17 +277,24 @@ pub async fn viewer_session(
         .await
         .map_err(|e| ApiError::from_session(e, &req))?;
     note(&req, |log| log.session_id = Some(session.id.to_string()));
-    Ok(ok(ViewerSessionData {
-        session: SessionData {
-            id: session.id,
-            access_token: session.access_token,
-            expires: session.expires_ms,
-            action: session.action,
-            viewer_action: session.viewer_action,
-        },
-        wopi_src: session.wopi_src,
-        host_url: session.host_url,
-    }))
+    Ok(ok(ViewerSessionData::from(session)))
+}
+
+/// The answer's `data` for a session (the `open` command prints the same).
+impl From<session::ViewerSession> for ViewerSessionData {
+    fn from(session: session::ViewerSession) -> Self {
+        ViewerSessionData {
+            session: SessionData {
+                id: session.id,
+                access_token: session.access_token,
+                expires: session.expires_ms,
+                action: session.action,
+                viewer_action: session.viewer_action,
+            },
+            wopi_src: session.wopi_src,
+            host_url: session.host_url,
+        }
+    }
 }
 
 /// Reads and parses a JSON request body; every way it can fail answers in the envelope. The
