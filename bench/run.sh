@@ -13,9 +13,7 @@ if [ "$SMOKE" = 1 ]; then DURATION=2s; BIG_MB=8; HUGE_MB=16; else DURATION=15s; 
 
 need() { command -v "$1" >/dev/null 2>&1; }
 if ! need wrk || ! need nginx || ! need curl; then
-  export DEBIAN_FRONTEND=noninteractive
-  apt-get update -q >/dev/null
-  apt-get install -y -q wrk nginx-light curl >/dev/null
+  scripts/apt-install.sh wrk nginx-light curl
 fi
 
 cargo build --release --locked --bin wopigate --example floor -q

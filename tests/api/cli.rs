@@ -111,6 +111,21 @@ async fn start_up_says_what_it_runs_and_warns_about_what_will_not_work() {
     assert!(log.contains("WOPIGATE_VIEWER is not a wopigate setting (did you mean WOPIGATE_VIEWERS?)"), "{log}");
     assert!(!log.contains('\u{1b}'), "no colour codes when stderr is not a terminal");
 
+    // Kubernetes' service links for Services named wopigate… are no mistake: production starts.
+    let port = free_port();
+    let links = [
+        ("WOPIGATE_ENV", "production"),
+        ("WOPIGATE_SERVICE_HOST", "10.0.0.7"),
+        ("WOPIGATE_SERVICE_PORT_HTTP", "80"),
+        ("WOPIGATE_PORT", "tcp://10.0.0.7:80"),
+        ("WOPIGATE_PORT_80_TCP_ADDR", "10.0.0.7"),
+        ("WOPIGATE_METRICS_SERVICE_PORT", "9090"),
+    ];
+    let mut child = command(&base_env(port, dir.path(), &links)).spawn().unwrap();
+    wait_healthy(port, &mut child).await;
+    let log = stop(child);
+    assert!(!log.contains("is not a wopigate setting"), "{log}");
+
     // In production an unknown variable stops start-up, naming it.
     let prod = base_env(free_port(), dir.path(), &[("WOPIGATE_ENV", "production"), ("WOPIGATE_TOKN_TTL_SECS", "60")]);
     let (code, _, err) = run(&prod, &[]);
