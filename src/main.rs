@@ -210,6 +210,11 @@ async fn open(uri: &str, action: Action, user: Option<&str>, viewer: Option<uuid
         Ok(config) => config,
         Err(code) => return code,
     };
+    // Where a "not found" was looked for: the usual cause is the wrong data directory.
+    let store = match &config.store {
+        wopigate::config::StoreConfig::Local => format!("the local directory {} (WOPIGATE_DATA_DIR)", config.data_dir.display()),
+        wopigate::config::StoreConfig::S3(s3) => format!("the S3 bucket '{}'", s3.bucket),
+    };
     match admin::open(config, uri, action, user, viewer).await {
         Ok(session) => {
             let host_url = session.host_url.clone();
@@ -218,6 +223,7 @@ async fn open(uri: &str, action: Action, user: Option<&str>, viewer: Option<uuid
             println!("\nOpen in a browser (wopigate must be running at its public URL):\n{host_url}");
             ExitCode::SUCCESS
         }
+        Err(e @ admin::AdminError::Session(wopigate::session::SessionError::NotFound)) => fail(format!("{e}, in {store}")),
         Err(e) => fail(e),
     }
 }

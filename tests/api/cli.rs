@@ -84,6 +84,14 @@ async fn caller_jwt_and_open_give_a_newcomer_a_working_session() {
     assert!(err.contains("not found"), "{err}");
     stop(child);
 
+    // The README's no-Docker path: the example discovery file in examples/ as the viewer.
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/examples/discovery/collabora.xml");
+    let viewers = json!([{"id": "5c2e4e0a-8f0e-4c5e-9b8a-3f1b2c3d4e5f", "name": "Collabora", "discovery": example}]).to_string();
+    let readme_env = base_env(port, dir.path(), &[("WOPIGATE_VIEWERS", &viewers)]);
+    let (code, out, err) = run(&readme_env, &["open", "cloudreve://my/Docs/report.docx", "--user", "alice"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("localhost%3A9980%2Fbrowser%2Fdist%2Fcool.html") && out.contains("\"action\": \"edit\""), "{out}");
+
     // Only a public key: wopigate cannot sign, and says why.
     let public = std::fs::read_to_string(fixture("keys/rsa-jwt.pub.pem")).unwrap();
     let mut only_public = base_env(port, dir.path(), &[("WOPIGATE_CALLER_JWT_PUBLIC_KEY", &public)]);
