@@ -16,9 +16,12 @@ if ! need wrk || ! need nginx || ! need curl; then
   scripts/apt-install.sh wrk nginx-light curl
 fi
 
-cargo build --release --locked --bin wopigate --example floor -q
-BIN=target/release/wopigate
-FLOOR=target/release/examples/floor
+# Real figures need the release build; the smoke run (CI) only checks that the script works, so
+# it uses the test build already there instead of compiling everything again with optimisations.
+if [ "$SMOKE" = 1 ]; then PROFILE=dev; OUT=debug; else PROFILE=release; OUT=release; fi
+cargo build --profile "$PROFILE" --locked --bin wopigate --example floor -q
+BIN=target/$OUT/wopigate
+FLOOR=target/$OUT/examples/floor
 
 WORK=$(mktemp -d)
 PIDS=()
@@ -157,7 +160,8 @@ cmp -s "$WORK/huge.src" "$DATA/u1/huge.docx" || { echo "PutFile did not store th
 # Token mint + verify on one core (criterion is single-threaded).
 if [ "$SMOKE" = 1 ]; then CRIT="--warm-up-time 1 --measurement-time 1"; else CRIT=""; fi
 # shellcheck disable=SC2086
-CRIT_OUT=$(cargo bench --locked --bench tokens -q -- $CRIT 2>/dev/null)
+if [ "$SMOKE" = 1 ]; then BENCH_PROFILE=dev; else BENCH_PROFILE=bench; fi
+CRIT_OUT=$(cargo bench --locked --bench tokens --profile "$BENCH_PROFILE" -q -- $CRIT 2>/dev/null)
 TOKENS_PER_SEC=$(python3 - "$CRIT_OUT" <<'EOF'
 import re, sys
 text = sys.argv[1]
