@@ -172,11 +172,8 @@ pub async fn app_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState
     let callers = CallerVerifier::new(&config.caller_jwt, config.clock_skew_secs)?;
     let metrics = Arc::new(Metrics::new());
     let viewers = Arc::new(Viewers::new(&config, metrics.clone()));
-    viewers.spawn_refresher();
     let Backends { store, locks, attempts } = open_all_backends(&config).await?;
     let passwords = PasswordChecker::new(config.share_passwords.concurrent_checks, attempts, metrics.clone());
-    // What crashed uploads left behind, now and hourly (idempotent across replicas).
-    tokio::spawn(crate::store::sweep_stale_uploads_forever(store.clone(), Duration::from_secs(config.stale_upload_secs)));
 
     let policy = Policy::new(store.clone(), Duration::from_secs(config.share_cache_secs));
     Ok(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics, passwords })
@@ -208,6 +205,12 @@ impl Application {
             None => None,
         };
         let state = web::Data::new(app_state(config, clock).await?);
+        // The server's own background work (not the `open` command's, which shares the state):
+        // discovery kept fresh, and what crashed uploads left behind swept now and hourly
+        // (idempotent across replicas).
+        state.viewers.spawn_refresher();
+        let stale = Duration::from_secs(state.config.stale_upload_secs);
+        tokio::spawn(crate::store::sweep_stale_uploads_forever(state.store.clone(), stale));
         // Once everything it names has opened.
         log_start(&state.config, port);
         let grace = state.config.shutdown_grace_secs;
