@@ -162,10 +162,9 @@ pub async fn commit(
     };
     let mut history = read(store, file_id).await;
     let current = history.current.take().filter(|c| Some(&c.version) == replacing.as_ref());
-    let (replaced, by) = match replacing {
-        Some(_) => decide(current.as_ref().map(|c| &c.by), save, retention.autosave_window),
-        None => (Replaced::Keep, decide(None, save, retention.autosave_window).1),
-    };
+    // A new file (nothing replaced) has no current record, and `decide` keeps whatever it has
+    // no record of: so `replaced` is `Keep` there, and it means nothing.
+    let (replaced, by) = decide(current.as_ref().map(|c| &c.by), save, retention.autosave_window);
     let new = store.commit(guard, staged, key, precondition, replaced).await?;
 
     if let (Replaced::Keep, Some(previous)) = (replaced, current) {
