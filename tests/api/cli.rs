@@ -4,7 +4,7 @@
 use serde_json::{json, Value};
 
 use crate::helpers::*;
-use crate::process::{command, stop, wait_healthy};
+use crate::process::{command, edit_session_as, stop, wait_healthy};
 
 fn run(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
     let out = command(env).args(args).output().unwrap();
@@ -53,18 +53,8 @@ async fn caller_jwt_and_open_give_a_newcomer_a_working_session() {
     // A caller JWT signed with the configured secret, as raw bytes: the API takes it.
     let (code, jwt, err) = run(&env, &["caller-jwt", "alice", "--name", "Alice", "--ttl", "10m"]);
     assert_eq!(code, 0, "{err}");
-    let envelope: Value = client
-        .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
-        .bearer_auth(jwt.trim())
-        .body(json!({"uri": "cloudreve://my/Docs/report.docx", "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    assert_eq!(envelope["code"], 0, "{envelope}");
-    let claims = claims_of(envelope["data"]["session"]["access_token"].as_str().unwrap());
+    let (token, _) = edit_session_as(port, jwt.trim(), "Docs/report.docx").await;
+    let claims = claims_of(&token);
     assert_eq!((claims["sub"].as_str(), claims["name"].as_str()), (Some("alice"), Some("Alice")));
     assert_eq!(run(&env, &["caller-jwt", "alice", "--ttl", "soon"]).0, 2);
 

@@ -52,9 +52,14 @@ pub fn stop(mut child: Child) -> String {
 
 /// Opens `cloudreve://my/<path>` of `user` for editing on the process at `port`: (token, file id).
 async fn edit_session(port: u16, user: &str, path: &str) -> (String, String) {
+    edit_session_as(port, &caller_jwt(user, "U"), path).await
+}
+
+/// The same, for the caller whose JWT is `jwt`.
+pub async fn edit_session_as(port: u16, jwt: &str, path: &str) -> (String, String) {
     let ok: Value = reqwest::Client::new()
         .put(format!("http://127.0.0.1:{port}/api/v4/file/viewerSession"))
-        .bearer_auth(caller_jwt(user, "U"))
+        .bearer_auth(jwt)
         .body(json!({"uri": format!("cloudreve://my/{path}"), "viewer_id": COLLABORA, "preferred_action": "edit"}).to_string())
         .send()
         .await
