@@ -21,6 +21,7 @@ fn keys() -> TokenKeys {
 
 fn grant() -> Grant {
     Grant {
+        res: wopigate::token::Resource::File,
         sid: Uuid::new_v4(),
         sub: "u1234567".into(),
         name: "Ada Lovelace".into(),

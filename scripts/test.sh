@@ -108,7 +108,7 @@ echo "cargo test (unit, HTTP integration, backends): ${cargo_passed} passed, 0 f
 for file in target/conformance-output.txt target/conformance-s3-redis.txt; do
   [ -f "$file" ] || continue
   # Each run's own line, as the validator counted it (failures it tolerates are explained there).
-  grep -E '^(wopivalidate:|conformance run|conformance: unsigned)' "$file" | sed 's/^/  /'
+  grep -E '^(wopivalidate:|conformance run|conformance \(|conformance: unsigned)' "$file" | sed 's/^/  /'
 done
 grep -E '^api-test' target/api-test-output.txt | sed 's/^/  /'
 echo "browser test: $(grep -Eo 'ℹ pass [0-9]+' target/browser-output.txt | awk '{print $3}') passed, $(grep -Eo 'ℹ fail [0-9]+' target/browser-output.txt | awk '{print $3}') failed"

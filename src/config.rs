@@ -188,6 +188,11 @@ struct RawConfig {
     autosave_window_secs: u64,
     #[serde(default = "default_max_upload")]
     max_upload_size: u64,
+    #[serde(default = "yes")]
+    containers: bool,
+    bootstrap_authorization_url: Option<String>,
+    bootstrap_token_url: Option<String>,
+    bootstrap_provider_id: Option<String>,
     host_page_url: Option<String>,
     close_url: Option<String>,
     platform_url: Option<String>,
@@ -337,6 +342,39 @@ fn yes() -> bool {
     true
 }
 
+/// What `/wopibootstrapper` tells a native client that is not signed in (its
+/// `WWW-Authenticate` header): where the platform's OAuth 2.0 sign-in is.
+#[derive(Debug, Clone)]
+pub struct BootstrapConfig {
+    pub authorization_url: String,
+    pub token_url: String,
+    pub provider_id: Option<String>,
+}
+
+impl BootstrapConfig {
+    fn from_raw(raw: &RawConfig) -> Result<Option<BootstrapConfig>, ConfigError> {
+        let url = |name: &'static str, value: &Option<String>| -> Result<Option<String>, ConfigError> {
+            let Some(value) = value.as_deref().map(str::trim).filter(|v| !v.is_empty()) else { return Ok(None) };
+            match url::Url::parse(value) {
+                Ok(u) if matches!(u.scheme(), "https" | "http") && u.host().is_some() && !value.contains('"') => Ok(Some(value.to_string())),
+                _ => Err(ConfigError::new(name, "must be an absolute http(s) URL")),
+            }
+        };
+        let authorization = url("WOPIGATE_BOOTSTRAP_AUTHORIZATION_URL", &raw.bootstrap_authorization_url)?;
+        let token = url("WOPIGATE_BOOTSTRAP_TOKEN_URL", &raw.bootstrap_token_url)?;
+        let provider_id = raw.bootstrap_provider_id.as_deref().map(str::trim).filter(|v| !v.is_empty()).map(str::to_string);
+        if provider_id.as_deref().is_some_and(|p| !p.bytes().all(|b| b.is_ascii_alphanumeric())) {
+            return Err(ConfigError::new("WOPIGATE_BOOTSTRAP_PROVIDER_ID", "may hold only letters and digits (as registered with Microsoft)"));
+        }
+        match (authorization, token) {
+            (Some(authorization_url), Some(token_url)) => Ok(Some(BootstrapConfig { authorization_url, token_url, provider_id })),
+            (None, None) if provider_id.is_none() => Ok(None),
+            (None, _) => Err(ConfigError::new("WOPIGATE_BOOTSTRAP_AUTHORIZATION_URL", "is needed for the bootstrapper (with WOPIGATE_BOOTSTRAP_TOKEN_URL)")),
+            (_, None) => Err(ConfigError::new("WOPIGATE_BOOTSTRAP_TOKEN_URL", "is needed for the bootstrapper (with WOPIGATE_BOOTSTRAP_AUTHORIZATION_URL)")),
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LogFormat {
     Json,
@@ -370,6 +408,11 @@ pub struct Config {
     pub autosave_window_secs: u64,
     /// Largest PutFile / PutRelativeFile body accepted (413 above).
     pub max_upload_size: u64,
+    /// Folders as WOPI containers (`/wopi/containers`, `SupportsContainers`).
+    pub containers: bool,
+    /// The OAuth endpoints native Office clients sign in with before calling the bootstrapper;
+    /// `None`: no bootstrapper (404).
+    pub bootstrapper: Option<BootstrapConfig>,
     /// The page that opens a file in a client's iframe, and what wopigate's own page links to.
     pub host_page: HostPageConfig,
     pub store: StoreConfig,
@@ -503,6 +546,7 @@ impl Config {
         if raw.keep_versions == 0 {
             return Err(ConfigError::new("WOPIGATE_KEEP_VERSIONS", "must be at least 1"));
         }
+        let bootstrapper = BootstrapConfig::from_raw(&raw)?;
         if raw.autosave_window_secs > 24 * 3600 {
             return Err(ConfigError::new("WOPIGATE_AUTOSAVE_WINDOW_SECS", "must be at most 86400 (a day)"));
         }
@@ -562,6 +606,8 @@ impl Config {
             keep_versions: raw.keep_versions,
             autosave_window_secs: raw.autosave_window_secs,
             max_upload_size: raw.max_upload_size,
+            containers: raw.containers,
+            bootstrapper,
             host_page,
             store,
             locks,

@@ -194,6 +194,7 @@ pub async fn create(
         Caller::Anonymous => (format!("anon{}", &session_id.simple().to_string()[..12]), "Guest".to_string(), true, false),
     };
     let grant = Grant {
+        res: crate::token::Resource::File,
         sid: session_id,
         sub,
         name,

@@ -31,6 +31,45 @@ pub enum Action {
     Edit,
 }
 
+/// What a token opens: `fid` names a file, a container (folder), or, for the ecosystem, the
+/// user's root container. Carried in the token's format byte (so it is signed and costs nothing):
+/// a token of one kind never opens another (`/wopi/files/{id}` takes file tokens only).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Resource {
+    #[default]
+    File,
+    Container,
+    Ecosystem,
+}
+
+impl Resource {
+    fn format(self) -> u8 {
+        match self {
+            Resource::File => 1,
+            Resource::Container => 2,
+            Resource::Ecosystem => 3,
+        }
+    }
+
+    pub fn noun(self) -> &'static str {
+        match self {
+            Resource::File => "file",
+            Resource::Container => "container",
+            Resource::Ecosystem => "ecosystem",
+        }
+    }
+
+    fn of_format(byte: u8) -> Option<Resource> {
+        match byte {
+            1 => Some(Resource::File),
+            2 => Some(Resource::Container),
+            3 => Some(Resource::Ecosystem),
+            _ => None,
+        }
+    }
+}
+
 impl Action {
     pub fn as_str(self) -> &'static str {
         match self {
@@ -56,7 +95,6 @@ const MAX_VERSION: usize = 64;
 pub const NAME_BYTES: usize = 48;
 /// Longer input is not a token of ours: refused before any decoding.
 const MAX_INPUT_CHARS: usize = 8192;
-const FORMAT: u8 = 1;
 
 /// The claims of an access token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,7 +108,11 @@ pub struct AccessClaims {
     pub anon: bool,
     /// The user's profile (full name, avatar, mail) is stored: CheckFileInfo reads it.
     pub profile: bool,
-    /// File id: the `{id}` of `/wopi/files/{id}`; a token is valid for this file only.
+    /// What `fid` names (a file unless said otherwise).
+    #[serde(default)]
+    pub res: Resource,
+    /// File or container id: the `{id}` of `/wopi/files/{id}` or `/wopi/containers/{id}`; a
+    /// token is valid for this one only.
     pub fid: String,
     /// Version the session was opened on; empty = current.
     pub ver: String,
@@ -135,17 +177,16 @@ impl Wire {
         })
     }
 
-    /// The claims of a token's first part (`None`: not one of ours).
-    fn decode(payload: &str) -> Option<Wire> {
+    /// The claims of a token's first part and what they open (`None`: not one of ours).
+    fn decode(payload: &str) -> Option<(Resource, Wire)> {
         let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).ok()?;
-        match bytes.split_first()? {
-            (&FORMAT, body) => postcard::from_bytes(body).ok(),
-            _ => None,
-        }
+        let (format, body) = bytes.split_first()?;
+        Some((Resource::of_format(*format)?, postcard::from_bytes(body).ok()?))
     }
 
-    fn claims(self) -> AccessClaims {
+    fn claims(self, res: Resource) -> AccessClaims {
         AccessClaims {
+            res,
             sid: self.sid,
             sub: self.sub,
             name: self.name,
@@ -172,6 +213,7 @@ pub struct Grant {
     pub name: String,
     pub anon: bool,
     pub profile: bool,
+    pub res: Resource,
     pub fid: String,
     pub ver: String,
     pub act: Action,
@@ -314,6 +356,7 @@ impl TokenKeys {
     /// A private and public key that do not belong together would mint tokens nobody accepts.
     fn self_check(&self) -> Result<(), ConfigError> {
         let probe = Grant {
+            res: Resource::File,
             sid: Uuid::nil(),
             sub: "probe".into(),
             name: String::new(),
@@ -378,6 +421,7 @@ impl TokenKeys {
             name: cut(&grant.name, NAME_BYTES).to_string(),
             anon: grant.anon,
             profile: grant.profile,
+            res: grant.res,
             fid: grant.fid,
             ver: grant.ver,
             act: grant.act,
@@ -388,7 +432,7 @@ impl TokenKeys {
             exp,
         };
         let wire = Wire::new(self.current, &claims)?;
-        let mut bytes = vec![FORMAT];
+        let mut bytes = vec![claims.res.format()];
         bytes.extend(postcard::to_allocvec(&wire).map_err(|_| TokenError::Signing)?);
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
         let signature = jsonwebtoken::crypto::sign(&self.signed_message(&payload), &self.signing, self.algorithm)
@@ -441,7 +485,7 @@ impl TokenKeys {
     fn verify_compact(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let malformed = || TokenError::Invalid("not a well-formed access token".into());
         let (payload, signature) = token.split_once('.').ok_or_else(malformed)?;
-        let wire = Wire::decode(payload).ok_or_else(malformed)?;
+        let (res, wire) = Wire::decode(payload).ok_or_else(malformed)?;
         let key = self
             .verifying
             .get(&wire.key)
@@ -451,7 +495,7 @@ impl TokenKeys {
         if !good {
             return Err(TokenError::Invalid("signature does not verify".into()));
         }
-        let claims = wire.claims();
+        let claims = wire.claims(res);
         self.within_validity(&claims, chrono::Utc::now().timestamp())?;
         Ok(claims)
     }
@@ -477,6 +521,7 @@ impl TokenKeys {
             name: c.name,
             anon: c.anon,
             profile: false,
+            res: Resource::File,
             fid: c.fid,
             ver: c.ver,
             act: c.act,
@@ -493,7 +538,7 @@ impl TokenKeys {
 /// deciding anything.
 pub fn inspect(token: &str) -> Option<AccessClaims> {
     let (payload, _) = token.split_once('.')?;
-    Wire::decode(payload).map(Wire::claims)
+    Wire::decode(payload).map(|(res, wire)| wire.claims(res))
 }
 
 /// The development key used when `WOPIGATE_TOKEN_SECRET` is unset: generated once and kept
@@ -552,6 +597,7 @@ mod tests {
 
     fn grant() -> Grant {
         Grant {
+            res: Resource::File,
             sid: Uuid::new_v4(),
             sub: "u1".into(),
             name: "Ada".into(),
@@ -619,6 +665,7 @@ mod tests {
         let keys = eddsa_keys();
         for name in ["x".repeat(100_000), "名".repeat(10_000), "👩‍💻".repeat(5_000), "\"\\\u{1}".repeat(1000)] {
             let worst = Grant {
+                res: Resource::File,
                 sub: "u".repeat(MAX_USER_ID),
                 name,
                 anon: true,
@@ -652,10 +699,16 @@ mod tests {
         let mut changed = inspect(&token).unwrap();
         changed.fid = "abd".into();
         let forged = Wire::new(key_tag(&current.kid), &changed).unwrap();
-        let mut bytes = vec![FORMAT];
+        let mut bytes = vec![Resource::File.format()];
         bytes.extend(postcard::to_allocvec(&forged).unwrap());
         let forged = format!("{}.{signature}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes));
         assert!(matches!(keys.verify(&forged), Err(TokenError::Invalid(_))));
+        // The same claims relabelled as a container token: the kind is signed too.
+        let mut relabelled = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+        relabelled[0] = Resource::Container.format();
+        let relabelled = format!("{}.{signature}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(relabelled));
+        assert_eq!(inspect(&relabelled).unwrap().res, Resource::Container);
+        assert!(matches!(keys.verify(&relabelled), Err(TokenError::Invalid(_))));
         // Truncated, extended, garbage.
         for bad in [&token[..token.len() - 2], &format!("{token}A"), &format!("{payload}."), "a.b", "...", ""] {
             assert!(matches!(keys.verify(bad), Err(TokenError::Invalid(_))), "{bad}");

@@ -14,8 +14,11 @@ use crate::policy::Freshness;
 use crate::proof::ProofHeaders;
 use crate::state::AppState;
 use crate::store::StoreError;
-use crate::token::AccessClaims;
-use crate::wopi::{self, CalledUrl, FileSession, PutFileRequest, RelativeRequest, SaveFlags, WopiError};
+use crate::token::{AccessClaims, Resource};
+use crate::auth::Caller;
+use crate::wopi::containers::{self, ContainerSession};
+use crate::wopi::ecosystem::{self, EcosystemOperation};
+use crate::wopi::{self, CalledUrl, FileSession, NameRequest, PutFileRequest, RelativeRequest, SaveFlags, WopiError};
 
 pub fn routes(cfg: &mut web::ServiceConfig) {
     cfg.service(
@@ -25,8 +28,22 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/files/{id}", web::post().to(file_operation))
             .route("/files/{id}/contents", web::get().to(get_file))
             .route("/files/{id}/contents", web::post().to(put_file))
+            .route("/files/{id}/ancestry", web::get().to(enumerate_file_ancestors))
+            .route("/files/{id}/ecosystem_pointer", web::get().to(file_ecosystem_pointer))
+            .route("/containers/{id}", web::get().to(check_container_info))
+            .route("/containers/{id}", web::post().to(container_operation))
+            .route("/containers/{id}/ancestry", web::get().to(enumerate_container_ancestors))
+            .route("/containers/{id}/children", web::get().to(enumerate_children))
+            .route("/containers/{id}/ecosystem_pointer", web::get().to(container_ecosystem_pointer))
             .route("/ecosystem", web::get().to(check_ecosystem))
-            .route("/ecosystem", web::post().to(ecosystem_operation)),
+            .route("/ecosystem", web::post().to(ecosystem_operation))
+            .route("/ecosystem/root_container_pointer", web::get().to(root_container_pointer)),
+    );
+    cfg.service(
+        web::resource("/wopibootstrapper")
+            .wrap(actix_web::middleware::DefaultHeaders::new().add(("X-WOPI-ServerVersion", env!("CARGO_PKG_VERSION"))))
+            .route(web::get().to(bootstrap))
+            .route(web::post().to(bootstrap_operation)),
     );
 }
 
@@ -89,7 +106,7 @@ fn record(req: &HttpRequest, op: &'static str, file_id: Option<&str>) {
 }
 
 /// Token, file binding and proof for a request on `/wopi/files/{id}` (or the ecosystem).
-async fn authorize(req: &HttpRequest, app: &AppState, file_id: Option<&str>) -> Result<(String, AccessClaims), WopiError> {
+async fn authorize(req: &HttpRequest, app: &AppState, target: wopi::Addressed<'_>) -> Result<(String, AccessClaims), WopiError> {
     let token = access_token(req);
     let called = CalledUrl { path_and_query: req.uri().path_and_query().map(|p| p.as_str()).unwrap_or("/") };
     let proof = ProofHeaders {
@@ -97,7 +114,7 @@ async fn authorize(req: &HttpRequest, app: &AppState, file_id: Option<&str>) -> 
         proof: header(req, "x-wopi-proof"),
         proof_old: header(req, "x-wopi-proofold"),
     };
-    let result = wopi::authorize(app, file_id, token.as_deref(), &called, &proof).await;
+    let result = wopi::authorize(app, target, token.as_deref(), &called, &proof).await;
     if let Ok((_, claims)) = &result {
         note(req, |log| log.session_id = Some(claims.sid.to_string()));
     }
@@ -106,8 +123,17 @@ async fn authorize(req: &HttpRequest, app: &AppState, file_id: Option<&str>) -> 
 
 /// `fresh`: GetFile may use a share manifest read a few seconds ago; every other call re-reads.
 async fn file_session(req: &HttpRequest, app: &AppState, file_id: &str, fresh: Freshness) -> Result<FileSession, WopiError> {
-    let (token, claims) = authorize(req, app, Some(file_id)).await?;
+    let (token, claims) = authorize(req, app, Some((Resource::File, file_id))).await?;
     wopi::open(app, token, claims, fresh).await
+}
+
+/// The name headers of PutRelativeFile and CreateChildFile.
+fn name_request(req: &HttpRequest) -> NameRequest<'_> {
+    NameRequest {
+        suggested: header(req, "x-wopi-suggestedtarget"),
+        relative: header(req, "x-wopi-relativetarget"),
+        overwrite: header(req, "x-wopi-overwriterelativetarget"),
+    }
 }
 
 fn json_ok(body: serde_json::Value) -> HttpResponse {
@@ -216,9 +242,7 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
             record(&req, "PutRelativeFile", Some(&id));
             let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
             let request = RelativeRequest {
-                suggested: header(&req, "x-wopi-suggestedtarget"),
-                relative: header(&req, "x-wopi-relativetarget"),
-                overwrite: header(&req, "x-wopi-overwriterelativetarget"),
+                name: name_request(&req),
                 size: header(&req, "x-wopi-size"),
                 // Sent without a value by some clients: present and not "false" means a conversion.
                 conversion: header(&req, "x-wopi-fileconversion").is_some_and(|v| !v.trim().eq_ignore_ascii_case("false")),
@@ -257,25 +281,217 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
     }
 }
 
+fn to_json<T: serde::Serialize>(value: &T) -> HttpResponse {
+    match serde_json::to_vec(value) {
+        Ok(body) => HttpResponse::Ok().content_type("application/json").body(body),
+        Err(_) => HttpResponse::InternalServerError().finish(),
+    }
+}
+
+/// `GET /wopi/files/{id}/ancestry`: EnumerateAncestors.
+async fn enumerate_file_ancestors(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "EnumerateAncestors", Some(&id));
+    let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+    containers_enabled(&app)?;
+    Ok(to_json(&containers::enumerate_file_ancestors(&app, &session).await?))
+}
+
+/// `GET /wopi/files/{id}/ecosystem_pointer`: GetEcosystem.
+async fn file_ecosystem_pointer(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "GetEcosystem", Some(&id));
+    let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+    Ok(json_ok(ecosystem::ecosystem_pointer(&app, &session.claims)?))
+}
+
+fn containers_enabled(app: &AppState) -> Result<(), WopiError> {
+    if app.config.containers {
+        Ok(())
+    } else {
+        Err(WopiError::NotImplemented("containers are turned off (WOPIGATE_CONTAINERS=false)".into()))
+    }
+}
+
+/// Token, container binding and proof for a request on `/wopi/containers/{id}`.
+async fn container_session(req: &HttpRequest, app: &AppState, id: &str) -> Result<ContainerSession, WopiError> {
+    let (_, claims) = authorize(req, app, Some((Resource::Container, id))).await?;
+    containers_enabled(app)?;
+    containers::open(app, claims).await
+}
+
+/// `GET /wopi/containers/{id}`: CheckContainerInfo.
+async fn check_container_info(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "CheckContainerInfo", Some(&id));
+    let c = container_session(&req, &app, &id).await?;
+    Ok(to_json(&containers::check_container_info(&c)))
+}
+
+/// `GET /wopi/containers/{id}/ancestry`: EnumerateAncestors.
+async fn enumerate_container_ancestors(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "EnumerateAncestors", Some(&id));
+    let c = container_session(&req, &app, &id).await?;
+    Ok(to_json(&containers::enumerate_ancestors(&app, &c).await?))
+}
+
+/// `GET /wopi/containers/{id}/children`: EnumerateChildren.
+async fn enumerate_children(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "EnumerateChildren", Some(&id));
+    let c = container_session(&req, &app, &id).await?;
+    Ok(to_json(&containers::enumerate_children(&app, &c, header(&req, "x-wopi-fileextensionfilterlist")).await?))
+}
+
+/// `GET /wopi/containers/{id}/ecosystem_pointer`: GetEcosystem.
+async fn container_ecosystem_pointer(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "GetEcosystem", Some(&id));
+    let c = container_session(&req, &app, &id).await?;
+    Ok(json_ok(ecosystem::ecosystem_pointer(&app, &c.claims)?))
+}
+
+/// `X-WOPI-Override` on `POST /wopi/containers/{id}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ContainerOverride {
+    CreateChildContainer,
+    CreateChildFile,
+    DeleteContainer,
+    RenameContainer,
+}
+
+impl ContainerOverride {
+    fn parse(value: &str) -> Option<ContainerOverride> {
+        match value.trim().to_ascii_uppercase().as_str() {
+            "CREATE_CHILD_CONTAINER" => Some(ContainerOverride::CreateChildContainer),
+            "CREATE_CHILD_FILE" => Some(ContainerOverride::CreateChildFile),
+            "DELETE_CONTAINER" => Some(ContainerOverride::DeleteContainer),
+            "RENAME_CONTAINER" => Some(ContainerOverride::RenameContainer),
+            _ => None,
+        }
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            ContainerOverride::CreateChildContainer => "CreateChildContainer",
+            ContainerOverride::CreateChildFile => "CreateChildFile",
+            ContainerOverride::DeleteContainer => "DeleteContainer",
+            ContainerOverride::RenameContainer => "RenameContainer",
+        }
+    }
+}
+
+/// `POST /wopi/containers/{id}`: the operation is chosen by `X-WOPI-Override`.
+async fn container_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    let op = ContainerOverride::parse(header(&req, "x-wopi-override").unwrap_or_default());
+    record(&req, op.map_or("Unknown", ContainerOverride::name), Some(&id));
+    // Authenticated first: an unknown operation must not reveal more to a stranger.
+    let c = container_session(&req, &app, &id).await?;
+    let Some(op) = op else {
+        return Err(WopiError::NotImplemented("this X-WOPI-Override on /wopi/containers/{id}".into()));
+    };
+    match op {
+        ContainerOverride::CreateChildContainer => Ok(to_json(
+            &containers::create_child_container(&app, &c, header(&req, "x-wopi-suggestedtarget"), header(&req, "x-wopi-relativetarget"))
+                .await?,
+        )),
+        ContainerOverride::CreateChildFile => Ok(to_json(&containers::create_child_file(&app, &c, name_request(&req)).await?)),
+        ContainerOverride::DeleteContainer => {
+            containers::delete_container(&app, &c).await?;
+            Ok(HttpResponse::Ok().finish())
+        }
+        ContainerOverride::RenameContainer => {
+            Ok(to_json(&containers::rename_container(&app, &c, header(&req, "x-wopi-requestedname")).await?))
+        }
+    }
+}
+
 /// `GET /wopi/ecosystem`: CheckEcosystem.
 async fn check_ecosystem(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
     record(&req, "CheckEcosystem", None);
     authorize(&req, &app, None).await?;
-    Ok(json_ok(wopi::check_ecosystem()))
+    Ok(json_ok(ecosystem::check_ecosystem(&app)))
+}
+
+/// `GET /wopi/ecosystem/root_container_pointer`: GetRootContainer.
+async fn root_container_pointer(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
+    record(&req, "GetRootContainer", None);
+    let (_, claims) = authorize(&req, &app, None).await?;
+    containers_enabled(&app)?;
+    Ok(to_json(&ecosystem::root_container(&app, &claims).await?))
 }
 
 /// `POST /wopi/ecosystem`: GetFileWopiSrc.
 async fn ecosystem_operation(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
     let override_ = header(&req, "x-wopi-override").unwrap_or_default();
-    if !override_.eq_ignore_ascii_case("GET_WOPI_SRC_WITH_ACCESS_TOKEN") {
+    if !override_.trim().eq_ignore_ascii_case("GET_WOPI_SRC_WITH_ACCESS_TOKEN") {
         record(&req, "Unknown", None);
         authorize(&req, &app, None).await?;
         return Err(WopiError::NotImplemented("this X-WOPI-Override on /wopi/ecosystem".into()));
     }
     record(&req, "GetFileWopiSrc", None);
     let (_, claims) = authorize(&req, &app, None).await?;
-    let url = wopi::get_file_wopi_src(&app, &claims, header(&req, "x-wopi-hostnativefilename")).await?;
+    let url = ecosystem::get_file_wopi_src(&app, &claims, header(&req, "x-wopi-hostnativefilename")).await?;
     Ok(json_ok(json!({"Url": url})))
+}
+
+/// The platform's user behind a bootstrapper call: its caller JWT as the bearer token (docs
+/// write `Bearer: <token>`, so the colon is allowed). Missing or bad: 401 with the challenge
+/// that tells a native client where to sign in.
+fn bootstrap_caller(req: &HttpRequest, app: &AppState) -> Result<Caller, WopiError> {
+    let Some(config) = &app.config.bootstrapper else {
+        return Err(WopiError::NotFound);
+    };
+    let challenge = || {
+        let mut value = format!(
+            "Bearer authorization_uri=\"{}\",tokenIssuance_uri=\"{}\"",
+            config.authorization_url, config.token_url
+        );
+        if let Some(provider) = &config.provider_id {
+            value.push_str(&format!(",providerId=\"{provider}\""));
+        }
+        value
+    };
+    let refuse = |reason: String| WopiError::SignInRequired { reason, challenge: challenge() };
+    let header = header(req, "authorization").map(|h| match h.trim().get(..7) {
+        Some(scheme) if scheme.eq_ignore_ascii_case("bearer:") => format!("Bearer {}", h.trim()[7..].trim()),
+        _ => h.to_string(),
+    });
+    let Some(header) = header else {
+        return Err(refuse("no bearer token".into()));
+    };
+    match app.callers.verify(Some(&header)) {
+        Ok(caller @ Caller::User { .. }) => Ok(caller),
+        Ok(Caller::Anonymous) => Err(refuse("no bearer token".into())),
+        Err(e) => Err(refuse(e.to_string())),
+    }
+}
+
+/// `GET /wopibootstrapper`: Bootstrap.
+async fn bootstrap(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
+    record(&req, "Bootstrap", None);
+    let caller = bootstrap_caller(&req, &app)?;
+    let (bootstrap, _) = ecosystem::bootstrap(&app, &caller)?;
+    Ok(to_json(&json!({"Bootstrap": bootstrap})))
+}
+
+/// `POST /wopibootstrapper` with `X-WOPI-EcosystemOperation`; without a known one, a plain
+/// Bootstrap answer (clients then fall back to the ecosystem, as the spec allows).
+async fn bootstrap_operation(req: HttpRequest, app: web::Data<AppState>) -> Result<HttpResponse, WopiError> {
+    let op = header(&req, "x-wopi-ecosystemoperation").and_then(EcosystemOperation::parse);
+    record(&req, if op.is_some() { "BootstrapOperation" } else { "Bootstrap" }, None);
+    let caller = bootstrap_caller(&req, &app)?;
+    let Some(op) = op else {
+        let (bootstrap, _) = ecosystem::bootstrap(&app, &caller)?;
+        return Ok(to_json(&json!({"Bootstrap": bootstrap})));
+    };
+    if op == EcosystemOperation::GetRootContainer {
+        containers_enabled(&app)?;
+    }
+    let answer = ecosystem::bootstrap_operation(
+        &app,
+        &caller,
+        op,
+        header(&req, "x-wopi-wopisrc"),
+        header(&req, "x-wopi-hostnativefilename"),
+    )
+    .await?;
+    Ok(json_ok(answer))
 }
 
 impl ResponseError for WopiError {
@@ -283,8 +499,13 @@ impl ResponseError for WopiError {
         match self {
             WopiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
             WopiError::NotFound => StatusCode::NOT_FOUND,
-            WopiError::LockConflict { .. } | WopiError::TargetExists { .. } | WopiError::DocumentChanged { .. } => StatusCode::CONFLICT,
-            WopiError::BadRequest(_) | WopiError::InvalidFileName(_) | WopiError::InvalidTarget { .. } => StatusCode::BAD_REQUEST,
+            WopiError::SignInRequired { .. } => StatusCode::UNAUTHORIZED,
+            WopiError::LockConflict { .. } | WopiError::TargetExists { .. } | WopiError::DocumentChanged { .. } | WopiError::Conflict(_) => {
+                StatusCode::CONFLICT
+            }
+            WopiError::BadRequest(_) | WopiError::InvalidFileName(_) | WopiError::InvalidTarget { .. } | WopiError::InvalidContainerName(_) => {
+                StatusCode::BAD_REQUEST
+            }
             WopiError::LargerThanExpected => StatusCode::PRECONDITION_FAILED,
             WopiError::TooLarge(_) => StatusCode::PAYLOAD_TOO_LARGE,
             WopiError::RangeNotSatisfiable { .. } => StatusCode::RANGE_NOT_SATISFIABLE,
@@ -314,6 +535,12 @@ impl ResponseError for WopiError {
             }
             WopiError::InvalidFileName(reason) => {
                 response.insert_header(("X-WOPI-InvalidFileNameError", reason.as_str()));
+            }
+            WopiError::InvalidContainerName(reason) => {
+                response.insert_header(("X-WOPI-InvalidContainerNameError", reason.as_str()));
+            }
+            WopiError::SignInRequired { challenge, .. } => {
+                response.insert_header((header::WWW_AUTHENTICATE, header_value(challenge)));
             }
             WopiError::RangeNotSatisfiable { size } => {
                 response.insert_header((header::CONTENT_RANGE, format!("bytes */{size}")));

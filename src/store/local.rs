@@ -19,6 +19,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_util::io::ReaderStream;
 use uuid::Uuid;
 
+use crate::uri::RelPath;
+
 use super::{
     check_object_name, Download, Entry, FileGuard, FileKey, HeldGuard, FileMeta, Precondition, Replaced, Staged, Store, StoreError, Upload,
 };
@@ -237,6 +239,23 @@ fn move_without_replacing(from: &Path, to: &Path) -> Result<(), StoreError> {
         File::open(parent)?.sync_all()?;
     }
     Ok(())
+}
+
+/// rename(2) that never replaces what is at `to` (renameat2's RENAME_NOREPLACE): a folder would
+/// otherwise silently replace an empty folder of the target's name.
+fn rename_no_replace(from: &Path, to: &Path) -> Result<(), StoreError> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| std::ffi::CString::new(p.as_os_str().as_bytes()).map_err(|_| StoreError::Escape);
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both are valid NUL-terminated paths that outlive the call.
+    let rc = unsafe { libc::renameat2(libc::AT_FDCWD, from.as_ptr(), libc::AT_FDCWD, to.as_ptr(), libc::RENAME_NOREPLACE) };
+    if rc == 0 {
+        return Ok(());
+    }
+    match std::io::Error::last_os_error() {
+        e if e.kind() == ErrorKind::AlreadyExists => Err(StoreError::Conflict),
+        e => Err(e.into()),
+    }
 }
 
 /// Removes the files in `dir` not modified for `older_than`: left by a crashed upload (an
@@ -534,6 +553,105 @@ impl Store for LocalStore {
             }
             keep_version(&paths, &history, &path, &version_of(&meta))?;
             std::fs::remove_file(&path)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn list(&self, key: &FileKey) -> Result<Option<Vec<(String, Entry)>>, StoreError> {
+        let paths = self.paths();
+        let key = key.clone();
+        blocking(move || {
+            let Some(real) = paths.existing(&key)? else {
+                return Ok(key.path.is_root().then(Vec::new));
+            };
+            if !real.is_dir() {
+                return Ok(None);
+            }
+            let mut children = Vec::new();
+            for entry in std::fs::read_dir(&real)? {
+                let entry = entry?;
+                // Only names a key can hold; each child is resolved like any key, so a symlink
+                // out of the store is left out rather than followed.
+                let Some(name) = entry.file_name().to_str().map(str::to_string) else { continue };
+                let Ok(child) = RelPath::from_segments([name.as_str()]).and_then(|n| key.path.join(&n)) else { continue };
+                let child = FileKey { owner: key.owner.clone(), path: child };
+                let Ok(Some(path)) = paths.existing(&child) else { continue };
+                let Some(meta) = not_found_is_none(std::fs::metadata(&path))? else { continue };
+                children.push((name, if meta.is_dir() { Entry::Folder } else { Entry::File(file_meta(&meta)) }));
+            }
+            Ok(Some(children))
+        })
+        .await
+    }
+
+    async fn create_folder(&self, key: &FileKey) -> Result<(), StoreError> {
+        let paths = self.paths();
+        let key = key.clone();
+        blocking(move || {
+            let name = key.path.file_name().ok_or(StoreError::Conflict)?;
+            let parent = FileKey { owner: key.owner.clone(), path: key.path.parent() };
+            let folder = match paths.existing(&parent)? {
+                Some(real) if real.is_dir() => real,
+                Some(_) => return Err(StoreError::NotFound),
+                // A user's root is there before anything is put in it.
+                None if parent.path.is_root() => {
+                    let root = paths.root.join(&key.owner);
+                    std::fs::create_dir_all(&root)?;
+                    root.canonicalize()?
+                }
+                None => return Err(StoreError::NotFound),
+            };
+            match std::fs::create_dir(folder.join(name)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == ErrorKind::AlreadyExists => return Err(StoreError::Conflict),
+                Err(e) => return Err(e.into()),
+            }
+            File::open(&folder)?.sync_all()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_folder(&self, key: &FileKey) -> Result<(), StoreError> {
+        let paths = self.paths();
+        let key = key.clone();
+        blocking(move || {
+            if key.path.is_root() {
+                return Err(StoreError::Conflict);
+            }
+            let real = paths.existing(&key)?.ok_or(StoreError::NotFound)?;
+            if !real.is_dir() {
+                return Err(StoreError::NotFound);
+            }
+            // rmdir refuses a folder with anything in it, atomically: a file created in it at
+            // the same moment either makes this fail or comes after it.
+            match std::fs::remove_dir(&real) {
+                Ok(()) => Ok(()),
+                Err(e) if e.kind() == ErrorKind::DirectoryNotEmpty => Err(StoreError::Conflict),
+                Err(e) => Err(e.into()),
+            }
+        })
+        .await
+    }
+
+    async fn rename_folder(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+        let paths = self.paths();
+        let (from, to) = (from.clone(), to.clone());
+        blocking(move || {
+            let source = paths.existing(&from)?.ok_or(StoreError::NotFound)?;
+            if !source.is_dir() || from.path.is_root() {
+                return Err(StoreError::NotFound);
+            }
+            let name = to.path.file_name().ok_or(StoreError::Conflict)?;
+            let parent = FileKey { owner: to.owner.clone(), path: to.path.parent() };
+            let folder = paths.existing(&parent)?.filter(|p| p.is_dir()).ok_or(StoreError::NotFound)?;
+            if folder.starts_with(&source) {
+                // Into itself.
+                return Err(StoreError::Conflict);
+            }
+            rename_no_replace(&source, &folder.join(name))?;
+            File::open(&folder)?.sync_all()?;
             Ok(())
         })
         .await

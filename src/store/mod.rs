@@ -211,6 +211,22 @@ pub trait Store: Send + Sync + 'static {
     /// Deletes the guard's file; its content is kept as a past version.
     async fn delete(&self, guard: &FileGuard, key: &FileKey) -> Result<(), StoreError>;
 
+    /// The files and folders directly in the folder at `key`, by name, in no particular order;
+    /// `None` when no folder is there. A user's root folder always exists (empty at first).
+    async fn list(&self, key: &FileKey) -> Result<Option<Vec<(String, Entry)>>, StoreError>;
+
+    /// Creates an empty folder at `key` in an existing folder; `Conflict` when a file or folder
+    /// is there already, `NotFound` when the parent folder is not.
+    async fn create_folder(&self, key: &FileKey) -> Result<(), StoreError>;
+
+    /// Deletes the folder at `key` if it is empty; `Conflict` when anything is in it.
+    async fn delete_folder(&self, key: &FileKey) -> Result<(), StoreError>;
+
+    /// Moves the folder at `from`, with everything in it, to `to` (never replacing: `Conflict`
+    /// when `to` exists). The caller holds the guards of what is inside (see
+    /// `wopi::containers::rename_container`).
+    async fn rename_folder(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError>;
+
     /// A small metadata object (`shares/<id>.json`, `ids/<id>.json`, …).
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError>;
 

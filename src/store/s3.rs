@@ -41,6 +41,9 @@ use super::{
 use crate::config::S3Config;
 
 const VERSION_ATTR: &str = "wopigate-version";
+/// The object that makes an empty folder exist (S3 knows only names below a prefix). Its name
+/// starts with a dot, which no file created through wopigate has (`wopi::names`).
+const FOLDER_MARKER: &str = ".folder";
 
 /// An object_store error as ours. Messages name the bucket and key, never credentials.
 pub fn store_error(e: object_store::Error) -> StoreError {
@@ -608,6 +611,105 @@ impl Store for S3Store {
         let meta = self.head(&path).await?.ok_or(StoreError::NotFound)?;
         self.keep_version(guard.history(), &path, &meta.version).await?;
         self.store.delete(&path).await.map_err(store_error)
+    }
+
+    async fn list(&self, key: &FileKey) -> Result<Option<Vec<(String, Entry)>>, StoreError> {
+        let path = self.file_path(key);
+        let below = self.store.list_with_delimiter(Some(&path)).await.map_err(store_error)?;
+        if below.objects.is_empty() && below.common_prefixes.is_empty() {
+            return Ok(key.path.is_root().then(Vec::new));
+        }
+        let folders = below.common_prefixes.iter().filter_map(|p| p.filename()).map(|name| (name.to_string(), Entry::Folder));
+        // Versions are object metadata, which a listing does not carry: one HEAD per file.
+        let files: Vec<Path> = below.objects.into_iter().map(|o| o.location).filter(|p| p.filename() != Some(FOLDER_MARKER)).collect();
+        let heads = futures_util::stream::iter(files.into_iter().map(|location: Path| async move {
+            let name = location.filename().unwrap_or_default().to_string();
+            Ok::<_, StoreError>(self.head(&location).await?.map(|meta| (name, Entry::File(meta))))
+        }))
+        .buffered(16)
+        .try_collect::<Vec<_>>()
+        .await?;
+        Ok(Some(folders.chain(heads.into_iter().flatten()).collect()))
+    }
+
+    async fn create_folder(&self, key: &FileKey) -> Result<(), StoreError> {
+        if key.path.is_root() {
+            return Err(StoreError::Conflict);
+        }
+        let path = self.file_path(key);
+        self.exclusive(&format!("name/{path}"), async {
+            let parent = FileKey { owner: key.owner.clone(), path: key.path.parent() };
+            if !parent.path.is_root() && self.stat(&parent).await? != Some(Entry::Folder) {
+                return Err(StoreError::NotFound);
+            }
+            if self.stat(key).await?.is_some() {
+                return Err(StoreError::Conflict);
+            }
+            // S3 has no folders, only names below a prefix: an empty one is a marker object.
+            self.store.put(&path.clone().join(FOLDER_MARKER), PutPayload::new()).await.map_err(store_error)?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn delete_folder(&self, key: &FileKey) -> Result<(), StoreError> {
+        if key.path.is_root() {
+            return Err(StoreError::Conflict);
+        }
+        let path = self.file_path(key);
+        self.exclusive(&format!("name/{path}"), async {
+            let below: Vec<_> = self.store.list(Some(&path)).take(2).try_collect().await.map_err(store_error)?;
+            match below.as_slice() {
+                [] => Err(StoreError::NotFound),
+                [only] if only.location == path.clone().join(FOLDER_MARKER) => {
+                    self.store.delete(&only.location).await.map_err(store_error)
+                }
+                _ => Err(StoreError::Conflict),
+            }
+        })
+        .await
+    }
+
+    async fn rename_folder(&self, from: &FileKey, to: &FileKey) -> Result<(), StoreError> {
+        let (source, target) = (self.file_path(from), self.file_path(to));
+        if from.path.is_root() || to.path.segments().starts_with(from.path.segments()) {
+            return Err(StoreError::Conflict);
+        }
+        self.exclusive(&format!("name/{target}"), async {
+            let parent = FileKey { owner: to.owner.clone(), path: to.path.parent() };
+            if !parent.path.is_root() && self.stat(&parent).await? != Some(Entry::Folder) {
+                return Err(StoreError::NotFound);
+            }
+            if self.stat(to).await?.is_some() {
+                return Err(StoreError::Conflict);
+            }
+            let objects: Vec<_> = self.store.list(Some(&source)).try_collect().await.map_err(store_error)?;
+            if objects.is_empty() {
+                return Err(StoreError::NotFound);
+            }
+            // No rename on S3: copy everything, then delete the originals. A failed copy undoes
+            // the copies made, so the folder is either whole at its old name or at its new one.
+            let moved = |o: &object_store::ObjectMeta| {
+                let rest: Vec<_> = o.location.prefix_match(&source).map(|parts| parts.collect()).unwrap_or_default();
+                rest.into_iter().fold(target.clone(), |p, part| p.join(part))
+            };
+            let mut copied = Vec::new();
+            for object in &objects {
+                let to = moved(object);
+                if let Err(e) = self.store.copy(&object.location, &to).await {
+                    for done in copied {
+                        let _ = self.store.delete(&done).await;
+                    }
+                    return Err(store_error(e));
+                }
+                copied.push(to);
+            }
+            for object in &objects {
+                self.store.delete(&object.location).await.map_err(store_error)?;
+            }
+            Ok(())
+        })
+        .await
     }
 
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -1,6 +1,8 @@
 //! The WOPI host operations, one function each, on a request already authorised by its token.
 //! HTTP details (headers in, status codes out) stay in `http::wopi`.
 
+pub mod containers;
+pub mod ecosystem;
 pub mod names;
 pub mod time;
 
@@ -8,9 +10,8 @@ use bytes::Bytes;
 use chrono::Utc;
 use futures_util::{Stream, StreamExt};
 use serde::Serialize;
-use serde_json::{json, Value};
 
-use crate::auth::{Caller, UserExtra};
+use crate::auth::UserExtra;
 use crate::config::HostPageConfig;
 use crate::discovery::action_url::encode_component;
 use crate::locks::{LockOp, LockOutcome, MAX_LOCK_ID};
@@ -18,8 +19,8 @@ use crate::policy::{ClientControls, Freshness, Level, PolicyError, Principal, Ri
 use crate::proof::{self, ProofCheck, ProofHeaders};
 use crate::state::AppState;
 use crate::store::{ids, ByteStream, Entry, FileGuard, FileKey, FileMeta, Precondition, Staged, StoreError};
-use crate::token::{AccessClaims, Action, Grant, TokenError};
-use crate::uri::{FileUri, RelPath};
+use crate::token::{AccessClaims, Action, Grant, Resource, TokenError};
+use crate::uri::RelPath;
 use crate::users;
 use crate::versions;
 
@@ -33,6 +34,13 @@ pub enum WopiError {
     NotFound,
     #[error("lock mismatch")]
     LockConflict { current: String, reason: &'static str },
+    #[error("{0}")]
+    Conflict(&'static str),
+    /// The bootstrapper's 401: `challenge` is its `WWW-Authenticate` value.
+    #[error("sign in first: {reason}")]
+    SignInRequired { reason: String, challenge: String },
+    #[error("invalid container name: {0}")]
+    InvalidContainerName(String),
     #[error("a file with that name exists")]
     TargetExists { valid: Option<String> },
     #[error("the document changed since the client loaded it: it sent {sent}, the store has {stored}")]
@@ -124,11 +132,15 @@ pub struct CalledUrl<'a> {
     pub path_and_query: &'a str,
 }
 
-/// Verifies the token (signature, expiry, audience), that it is for `file_id`, and the proof
+/// What a request's path names: a file or a container by id, or (`None`) the ecosystem, which
+/// takes a token of any kind (it speaks for the token's user; what they reach is re-derived).
+pub type Addressed<'a> = Option<(Resource, &'a str)>;
+
+/// Verifies the token (signature, expiry, audience), that it is for `target`, and the proof
 /// headers when the token's viewer publishes proof keys.
 pub async fn authorize(
     app: &AppState,
-    file_id: Option<&str>,
+    target: Addressed<'_>,
     token: Option<&str>,
     called: &CalledUrl<'_>,
     proof: &ProofHeaders<'_>,
@@ -142,9 +154,9 @@ pub async fn authorize(
         TokenError::Expired => rejected("expired", e.to_string()),
         _ => rejected("invalid", e.to_string()),
     })?;
-    if let Some(file_id) = file_id {
-        if claims.fid != file_id {
-            return Err(rejected("wrong_file", "the access token belongs to another file".into()));
+    if let Some((res, id)) = target {
+        if claims.res != res || claims.fid != id {
+            return Err(rejected("wrong_file", format!("the access token belongs to another {}", res.noun())));
         }
     }
     if let Err(e) = check_proof(app, &claims, token, called, proof).await {
@@ -279,6 +291,9 @@ pub struct FileInfo<'a> {
     user_id: &'a str,
     user_friendly_name: &'a str,
     is_anonymous_user: bool,
+    /// No licensing by wopigate: said explicitly, as containers say it (clients compare).
+    is_edu_user: bool,
+    license_check_for_edit_is_enabled: bool,
     user_can_write: bool,
     read_only: bool,
     user_can_rename: bool,
@@ -291,6 +306,8 @@ pub struct FileInfo<'a> {
     supports_delete_file: bool,
     supports_user_info: bool,
     supports_get_file_wopi_src: bool,
+    supports_containers: bool,
+    supports_ecosystem: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_extra_info: Option<&'a UserExtra>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -380,6 +397,8 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         user_id: &s.claims.sub,
         user_friendly_name: profile.as_ref().map_or(&s.claims.name, |p| &p.name),
         is_anonymous_user: s.claims.anon,
+        is_edu_user: false,
+        license_check_for_edit_is_enabled: false,
         user_can_write: writable,
         read_only: !writable,
         user_can_rename: may_rename(s, &key),
@@ -392,6 +411,8 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         supports_delete_file: true,
         supports_user_info: !s.claims.anon,
         supports_get_file_wopi_src: true,
+        supports_containers: app.config.containers,
+        supports_ecosystem: true,
         user_extra_info: profile.as_ref().map(|p| &p.extra).filter(|e| **e != UserExtra::default()),
         user_info,
         post_message_origin: app
@@ -502,14 +523,14 @@ pub use crate::versions::SaveFlags;
 /// Commits a save by this session's user, now (see `versions` for what becomes a past version).
 async fn commit_save(
     app: &AppState,
-    s: &FileSession,
+    claims: &AccessClaims,
     guard: &FileGuard,
     staged: &Staged,
     key: &FileKey,
     precondition: Precondition,
     flags: SaveFlags,
 ) -> Result<FileMeta, StoreError> {
-    let save = versions::Save { user: &s.claims.sub, name: &s.claims.name, flags, at: app.clock.now(), operator: false };
+    let save = versions::Save { user: &claims.sub, name: &claims.name, flags, at: app.clock.now(), operator: false };
     versions::commit(app.store.as_ref(), guard, staged, key, precondition, &save, versions::Retention::of(&app.config)).await
 }
 
@@ -585,7 +606,7 @@ where
         let (guard, key) = hold(app, &s.claims.fid).await?;
         still_editable(app, s, &key).await?;
         check_write_lock(app, &s.claims.fid, request.lock, meta.size).await?;
-        let committed = commit_save(app, s, &guard, &staged, &key, Precondition::Version(meta.version), request.save).await;
+        let committed = commit_save(app, &s.claims, &guard, &staged, &key, Precondition::Version(meta.version), request.save).await;
         guard.release().await;
         match committed {
             Ok(meta) => Ok(meta),
@@ -646,9 +667,7 @@ fn is_being_deleted(lock: &str) -> bool {
 
 /// What PutRelativeFile received besides the body.
 pub struct RelativeRequest<'a> {
-    pub suggested: Option<&'a str>,
-    pub relative: Option<&'a str>,
-    pub overwrite: Option<&'a str>,
+    pub name: NameRequest<'a>,
     pub size: Option<&'a str>,
     /// `X-WOPI-FileConversion`: the client converted the file (the `convert` action) and sends
     /// the result. Created like any PutRelativeFile (a new file beside the original, or in the
@@ -728,66 +747,18 @@ where
     let Some(folder) = folder else {
         return Err(WopiError::NotImplemented("this session may not create files here (UserCanNotWriteRelative)".into()));
     };
-    let overwrite = request.overwrite.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
     if let Some(size) = request.size.and_then(|v| v.trim().parse::<u64>().ok()) {
         if size > app.config.max_upload_size {
             return Err(WopiError::TooLarge(app.config.max_upload_size));
         }
     }
     let current_name = s.key.path.file_name().unwrap_or_default();
-    let target = match (request.suggested, request.relative) {
-        (Some(_), Some(_)) => {
-            return Err(WopiError::BadRequest("send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both".into()))
-        }
-        (None, None) => return Err(WopiError::BadRequest("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required".into())),
-        (Some(suggested), None) => {
-            // Suggested mode: never 400 or 409; adjust the name until it is legal and free.
-            let suggested = header_name(suggested, "X-WOPI-SuggestedTarget")?;
-            let wanted = if suggested.starts_with('.') {
-                format!("{}{}", names::split(current_name).0, suggested)
-            } else {
-                suggested
-            };
-            let legal = names::legalize(&wanted)
-                .or_else(|| names::legalize(&format!("Untitled{}", names::split(&wanted).1)))
-                .unwrap_or_else(|| "Untitled".into());
-            Target::Suggested(legal)
-        }
-        (None, Some(relative)) => {
-            let relative = header_name(relative, "X-WOPI-RelativeTarget")?;
-            if let Err(e) = names::check(&relative) {
-                let valid = match names::legalize(&relative) {
-                    Some(legal) => Some(free_name(app, &folder, &legal).await?),
-                    None => None,
-                };
-                return Err(WopiError::InvalidTarget { reason: e.to_string(), valid });
-            }
-            let key = child(&folder, &relative)?;
-            match app.store.stat(&key).await? {
-                Some(Entry::Folder) => {
-                    return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &relative).await?) })
-                }
-                Some(Entry::File(_)) if !overwrite => {
-                    return Err(WopiError::TargetExists { valid: Some(free_name(app, &folder, &relative).await?) })
-                }
-                Some(Entry::File(_)) => {
-                    if s.scope.rights(&key).level != Level::Edit {
-                        return Err(WopiError::NotImplemented("this session may not overwrite that file".into()));
-                    }
-                    let held = app.locks.current(&ids::file_id(app.store.as_ref(), &key).await?, app.clock.now()).await?;
-                    if !held.is_empty() {
-                        return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
-                    }
-                    Target::Replace(relative)
-                }
-                None => Target::Create(relative),
-            }
-        }
-    };
+    let both = || WopiError::BadRequest("send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both".into());
+    let target = target_in(app, &s.scope, &folder, &request.name, names::split(current_name).0, both).await?;
     let source_time = wopi_time(current_meta(app, s).await?.1.modified);
     let staged = stage(app, body).await?;
     let created = match still_may_create(app, s, &folder).await {
-        Ok(()) => save_relative(app, s, &folder, &staged, target).await,
+        Ok(()) => save_relative(app, &s.claims, &folder, &staged, target).await,
         Err(e) => Err(e),
     };
     if created.is_err() {
@@ -798,12 +769,89 @@ where
         // The original stays as it was; the converted file is a new one beside it.
         tracing::info!(file_id = %s.claims.fid, converted_file_id = %new_id, target_ext = %names::split(&name).1, "file converted");
     }
-    let rights = s.scope.rights(&child(&folder, &name)?).capped(token_level(&s.claims));
-    let (token, _) = mint_for(app, &s.claims, new_id.clone(), rights.level)?;
+    new_file(app, &s.claims, &s.scope, &folder, name, new_id, source_time)
+}
+
+/// How a new file's name is asked for (PutRelativeFile, CreateChildFile): exactly one of the
+/// two targets, UTF-7 encoded.
+pub struct NameRequest<'a> {
+    pub suggested: Option<&'a str>,
+    pub relative: Option<&'a str>,
+    pub overwrite: Option<&'a str>,
+}
+
+/// Where a new file goes in `folder`, under WOPI's rules: a suggested name is adjusted until it
+/// is legal and free (never 400 or 409; a bare extension is appended to `stem`); a relative one
+/// is taken exactly, or refused (400 illegal, 409 taken or locked). `both`: the error when both
+/// targets are sent (PutRelativeFile and CreateChildFile answer it differently).
+async fn target_in(
+    app: &AppState,
+    scope: &Scope,
+    folder: &FileKey,
+    request: &NameRequest<'_>,
+    stem: &str,
+    both: impl FnOnce() -> WopiError,
+) -> Result<Target, WopiError> {
+    let overwrite = request.overwrite.is_some_and(|v| v.trim().eq_ignore_ascii_case("true"));
+    match (request.suggested, request.relative) {
+        (Some(_), Some(_)) => Err(both()),
+        (None, None) => Err(WopiError::BadRequest("X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget is required".into())),
+        (Some(suggested), None) => {
+            let suggested = header_name(suggested, "X-WOPI-SuggestedTarget")?;
+            let wanted = if suggested.starts_with('.') { format!("{stem}{suggested}") } else { suggested };
+            let legal = names::legalize(&wanted)
+                .or_else(|| names::legalize(&format!("Untitled{}", names::split(&wanted).1)))
+                .unwrap_or_else(|| "Untitled".into());
+            Ok(Target::Suggested(legal))
+        }
+        (None, Some(relative)) => {
+            let relative = header_name(relative, "X-WOPI-RelativeTarget")?;
+            if let Err(e) = names::check(&relative) {
+                let valid = match names::legalize(&relative) {
+                    Some(legal) => Some(free_name(app, folder, &legal).await?),
+                    None => None,
+                };
+                return Err(WopiError::InvalidTarget { reason: e.to_string(), valid });
+            }
+            let key = child(folder, &relative)?;
+            match app.store.stat(&key).await? {
+                Some(Entry::Folder) => Err(WopiError::TargetExists { valid: Some(free_name(app, folder, &relative).await?) }),
+                Some(Entry::File(_)) if !overwrite => {
+                    Err(WopiError::TargetExists { valid: Some(free_name(app, folder, &relative).await?) })
+                }
+                Some(Entry::File(_)) => {
+                    if scope.rights(&key).level != Level::Edit {
+                        return Err(WopiError::NotImplemented("this session may not overwrite that file".into()));
+                    }
+                    let held = app.locks.current(&ids::file_id(app.store.as_ref(), &key).await?, app.clock.now()).await?;
+                    if !held.is_empty() {
+                        return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
+                    }
+                    Ok(Target::Replace(relative))
+                }
+                None => Ok(Target::Create(relative)),
+            }
+        }
+    }
+}
+
+/// The answer for a file just created in `folder`: its URL with a token for it (what policy
+/// grants there, capped by the presented token) and its host pages.
+fn new_file(
+    app: &AppState,
+    claims: &AccessClaims,
+    scope: &Scope,
+    folder: &FileKey,
+    name: String,
+    id: String,
+    source_time: String,
+) -> Result<NewFile, WopiError> {
+    let rights = scope.rights(&child(folder, &name)?).capped(token_level(claims));
+    let (token, _) = mint_for(app, claims, Resource::File, id.clone(), rights.level)?;
     Ok(NewFile {
-        url: format!("{}/wopi/files/{new_id}?access_token={}", wopi_base(app, &s.claims), encode_component(&token)),
-        host_view_url: host_page(app, &new_id, "view"),
-        host_edit_url: host_page(app, &new_id, "edit"),
+        url: format!("{}/wopi/files/{id}?access_token={}", wopi_base(app, claims), encode_component(&token)),
+        host_view_url: host_page(app, &id, "view"),
+        host_edit_url: host_page(app, &id, "edit"),
         last_modified_time: source_time,
         name,
     })
@@ -823,7 +871,7 @@ enum Target {
 /// its file's guard; returns the name used and the new file's id.
 async fn save_relative(
     app: &AppState,
-    s: &FileSession,
+    claims: &AccessClaims,
     folder: &FileKey,
     staged: &Staged,
     target: Target,
@@ -849,7 +897,7 @@ async fn save_relative(
                 return Err(WopiError::LockConflict { current: held, reason: "the target file is locked" });
             }
         }
-        let committed = commit_save(app, s, &guard, staged, &key, precondition.clone(), SaveFlags::default()).await;
+        let committed = commit_save(app, claims, &guard, staged, &key, precondition.clone(), SaveFlags::default()).await;
         guard.release().await;
         match committed {
             Ok(_) => return Ok((name, id)),
@@ -883,13 +931,14 @@ async fn free_name(app: &AppState, folder: &FileKey, name: &str) -> Result<Strin
 /// A token for another file, minted from a presented one: same user, share and viewer, the
 /// `level` policy grants (capped by the presented token), expiring no later than the presented
 /// token (no token trading).
-fn mint_for(app: &AppState, claims: &AccessClaims, fid: String, level: Level) -> Result<(String, AccessClaims), WopiError> {
+fn mint_for(app: &AppState, claims: &AccessClaims, res: Resource, fid: String, level: Level) -> Result<(String, AccessClaims), WopiError> {
     let act = match level {
         Level::Edit => Action::Edit,
         Level::View => Action::View,
         Level::None => return Err(WopiError::NotFound),
     };
     let grant = Grant {
+        res,
         sid: claims.sid,
         sub: claims.sub.clone(),
         name: claims.name.clone(),
@@ -1006,87 +1055,3 @@ pub async fn put_user_info(app: &AppState, s: &FileSession, body: &[u8]) -> Resu
     Ok(())
 }
 
-/// CheckEcosystem.
-pub fn check_ecosystem() -> Value {
-    json!({"SupportsContainers": false})
-}
-
-/// GetFileWopiSrc: `native` names a file by its `cloudreve://` URI, its WOPISrc, or the host
-/// page URLs of CheckFileInfo. The new token is for the presenting user only, with what policy
-/// grants them now capped by the presented token, and expires no later than it.
-pub async fn get_file_wopi_src(app: &AppState, claims: &AccessClaims, native: Option<&str>) -> Result<String, WopiError> {
-    let native = native
-        .map(str::trim)
-        .filter(|n| !n.is_empty())
-        .ok_or_else(|| WopiError::BadRequest("X-WOPI-HostNativeFileName is required".into()))?;
-    let store = app.store.as_ref();
-    let now = app.clock.now();
-    let (file_id, key, share, rights) = if native.len() > 12 && native[..12].eq_ignore_ascii_case("cloudreve://") {
-        let uri = FileUri::parse(native).map_err(|e| WopiError::BadRequest(format!("X-WOPI-HostNativeFileName: {e}")))?;
-        let caller = match claims.anon {
-            true => Caller::Anonymous,
-            false => Caller::User { id: claims.sub.clone(), name: claims.name.clone(), extra: None },
-        };
-        // Passwords are not taken here: only the token's own share, or shares without one.
-        let uri = FileUri { fs: without_password(uri.fs), path: uri.path };
-        let passwords = app.passwords.for_client(None);
-        let access = app.policy.open(&caller, &uri, None, claims.shr.as_deref(), now, &passwords).await.map_err(policy_error)?;
-        // Only an existing file the caller may reach gets an id (ids are store records: a
-        // visitor must not be able to make them for names that do not exist).
-        if access.rights.level == Level::None || !matches!(store.stat(&access.key).await?, Some(Entry::File(_))) {
-            return Err(WopiError::NotFound);
-        }
-        let id = ids::file_id(store, &access.key).await?;
-        (id, access.key, access.share, access.rights)
-    } else {
-        let file_id = file_id_from_url(app, claims, native).ok_or(WopiError::NotFound)?;
-        let key = ids::resolve(store, &file_id).await?.ok_or(WopiError::NotFound)?;
-        let (_, rights) = token_rights(app, claims, &key, Freshness::Fresh).await?;
-        (file_id, key, claims.shr.clone(), rights)
-    };
-    match store.stat(&key).await? {
-        Some(Entry::File(_)) => {}
-        _ => return Err(WopiError::NotFound),
-    }
-    let level = rights.capped(token_level(claims)).level;
-    let derived = AccessClaims { shr: share, ..claims.clone() };
-    let (token, minted) = mint_for(app, &derived, file_id.clone(), level)?;
-    Ok(format!(
-        "{}/wopi/files/{file_id}?access_token={}&access_token_ttl={}",
-        wopi_base(app, claims),
-        encode_component(&token),
-        minted.expires_ms()
-    ))
-}
-
-fn without_password(fs: crate::uri::FileSystem) -> crate::uri::FileSystem {
-    match fs {
-        crate::uri::FileSystem::Share { id, .. } => crate::uri::FileSystem::Share { id, password: None },
-        other => other,
-    }
-}
-
-/// The file id in one of our URLs: a WOPISrc (with or without query) or a host page URL.
-fn file_id_from_url(app: &AppState, claims: &AccessClaims, url: &str) -> Option<String> {
-    let without_query = url.split(['?', '#']).next().unwrap_or(url);
-    for base in [wopi_base(app, claims), app.config.public_url.as_str()] {
-        if let Some(id) = without_query.strip_prefix(&format!("{base}/wopi/files/")) {
-            return ids::is_file_id(id).then(|| id.to_string());
-        }
-    }
-    let template = &app.config.host_page.url_template;
-    for action in ["view", "edit"] {
-        let filled = template.replace("{action}", action);
-        let (prefix, suffix) = filled.split_once("{file_id}")?;
-        if let Some(id) = url.strip_prefix(prefix).and_then(|rest| rest.strip_suffix(suffix)) {
-            if ids::is_file_id(id) {
-                return Some(id.to_string());
-            }
-        }
-    }
-    // A template with the id in its path (wopigate's own `/host/{file_id}?action=…`) matches
-    // whatever query and fragment the URL came back with (Office appends `wd…` parameters).
-    let (prefix, path_suffix) = template.split(['?', '#']).next()?.split_once("{file_id}")?;
-    let id = without_query.strip_prefix(prefix)?.strip_suffix(path_suffix)?;
-    ids::is_file_id(id).then(|| id.to_string())
-}
