@@ -2,6 +2,7 @@
 
 mod cli;
 mod collabora;
+mod containers;
 mod conversions;
 mod helpers;
 mod host_page;

@@ -29,10 +29,10 @@ async fn check_file_info_describes_file_user_and_capabilities() {
     assert_eq!(info["ReadOnly"], false);
     assert_eq!(info["UserCanNotWriteRelative"], false);
     assert_eq!(info["PostMessageOrigin"], "https://drive.example.test");
-    for flag in ["SupportsUpdate", "SupportsLocks", "SupportsGetLock", "SupportsExtendedLockLength", "SupportsRename", "SupportsDeleteFile", "SupportsUserInfo", "SupportsGetFileWopiSrc"] {
+    for flag in ["SupportsUpdate", "SupportsLocks", "SupportsGetLock", "SupportsExtendedLockLength", "SupportsRename", "SupportsDeleteFile", "SupportsUserInfo", "SupportsGetFileWopiSrc", "SupportsContainers", "SupportsEcosystem"] {
         assert_eq!(info[flag], true, "{flag}");
     }
-    assert!(info.get("SupportsContainers").is_none() && info.get("SupportsEcosystem").is_none(), "only what is implemented");
+    assert!(info.get("SupportsCoauth").is_none() && info.get("SupportsCobalt").is_none(), "only what is implemented");
     let time = info["LastModifiedTime"].as_str().unwrap();
     // Six fractional digits: what Collabora echoes (see tests/api/collabora.rs).
     assert!(chrono::DateTime::parse_from_rfc3339(time).is_ok() && time.ends_with('Z') && time.len() == 27, "{time}");

@@ -251,8 +251,58 @@ pub fn config(extra: Vec<(String, String)>, data: &std::path::Path) -> Config {
     Config::from_vars(vars).unwrap()
 }
 
+/// Folders: listed with what is directly in them, created empty, deleted only when empty,
+/// renamed with everything inside and never onto an existing name.
+async fn folder_contract(store: &dyn Store) {
+    let names = |listed: Option<Vec<(String, Entry)>>| {
+        let mut names: Vec<_> = listed.expect("a folder").into_iter().map(|(n, e)| (n, matches!(e, Entry::Folder))).collect();
+        names.sort();
+        names
+    };
+    // A user's root exists before anything is in it; other folders do not.
+    assert_eq!(store.list(&key("fresh", "")).await.unwrap().map(|l| l.len()), Some(0));
+    assert!(store.list(&key("fresh", "nope")).await.unwrap().is_none());
+
+    let folder = key("fu", "Projects");
+    store.create_folder(&folder).await.unwrap();
+    assert_eq!(store.stat(&folder).await.unwrap(), Some(Entry::Folder), "an empty folder exists");
+    assert!(matches!(store.create_folder(&folder).await, Err(StoreError::Conflict)));
+    assert!(matches!(store.create_folder(&key("fu", "Missing/Child")).await, Err(StoreError::NotFound)), "no parent");
+    assert_eq!(store.list(&folder).await.unwrap().map(|l| l.len()), Some(0), "the marker of an empty folder is not listed");
+
+    commit(store, b"plan", &key("fu", "Projects/plan.docx"), "f-plan", Precondition::Absent).await.unwrap();
+    store.create_folder(&key("fu", "Projects/Sub")).await.unwrap();
+    commit(store, b"deep", &key("fu", "Projects/Sub/deep.docx"), "f-deep", Precondition::Absent).await.unwrap();
+    assert_eq!(names(store.list(&folder).await.unwrap()), [("Sub".to_string(), true), ("plan.docx".to_string(), false)]);
+    let listed = store.list(&folder).await.unwrap().unwrap();
+    let plan = listed.iter().find(|(n, _)| n == "plan.docx").unwrap();
+    assert!(matches!(&plan.1, Entry::File(meta) if meta.size == 4), "{plan:?}");
+    assert!(store.list(&key("fu", "Projects/plan.docx")).await.unwrap().is_none(), "a file is not a folder");
+
+    // Deleting: refused while anything is inside; nothing is lost.
+    assert!(matches!(store.delete_folder(&folder).await, Err(StoreError::Conflict)));
+    assert_eq!(read_all(store, &key("fu", "Projects/plan.docx"), "f-plan", None, None).await, b"plan");
+
+    // Renaming: everything moves; an existing target is never replaced.
+    store.create_folder(&key("fu", "Taken")).await.unwrap();
+    assert!(matches!(store.rename_folder(&folder, &key("fu", "Taken")).await, Err(StoreError::Conflict)), "onto an empty folder");
+    assert!(matches!(store.rename_folder(&folder, &key("fu", "Projects/Sub/Inside")).await, Err(StoreError::Conflict)), "into itself");
+    store.rename_folder(&folder, &key("fu", "Archive")).await.unwrap();
+    assert!(store.stat(&folder).await.unwrap().is_none());
+    assert_eq!(read_all(store, &key("fu", "Archive/Sub/deep.docx"), "f-deep", None, None).await, b"deep");
+    assert_eq!(names(store.list(&key("fu", "Archive")).await.unwrap()).len(), 2);
+
+    // Emptied, it can go.
+    delete(store, "f-deep", &key("fu", "Archive/Sub/deep.docx")).await.unwrap();
+    store.delete_folder(&key("fu", "Archive/Sub")).await.unwrap();
+    assert!(store.stat(&key("fu", "Archive/Sub")).await.unwrap().is_none());
+    store.delete_folder(&key("fu", "Taken")).await.unwrap();
+    assert!(matches!(store.delete_folder(&key("fu", "Taken")).await, Err(StoreError::NotFound)));
+}
+
 async fn run(store: Arc<dyn Store>, locks: Arc<dyn LockStore>) {
     store_contract(store.as_ref()).await;
+    folder_contract(store.as_ref()).await;
     guard_contract(store.clone()).await;
     lock_contract(locks.as_ref()).await;
 }

@@ -100,7 +100,8 @@ impl Rig {
             Files::S3 { bucket, prefix, .. } => {
                 let base = ObjectPath::from(format!("{prefix}/{rel}"));
                 let listed = bucket.list_with_delimiter(Some(&base)).await.unwrap();
-                listed.objects.iter().filter_map(|o| o.location.filename().map(str::to_string)).collect()
+                // `.folder` is how the S3 store keeps an empty folder: not a file.
+                listed.objects.iter().filter_map(|o| o.location.filename().map(str::to_string)).filter(|n| n != ".folder").collect()
             }
         };
         names.sort();
@@ -404,7 +405,80 @@ async fn concurrent_save_as_all_get_names(rig: &Rig) {
     }
 }
 
+impl Rig {
+    /// The container a file's session is in: its id and token (EnumerateAncestors).
+    async fn parent_container(&self, fid: &str, token: &str) -> (String, String) {
+        let r = self.client.get(self.url(0, fid, "/ancestry", token)).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        let body: Value = r.json().await.unwrap();
+        let url = body["AncestorsWithRootFirst"].as_array().unwrap().last().unwrap()["Url"].as_str().unwrap().to_string();
+        pointer_of(&url)
+    }
+
+    async fn container_op(&self, replica: usize, id: &str, token: &str, headers: &[(&str, &str)]) -> (u16, Value) {
+        let mut req = self.client.post(self.replicas[replica % 2].url(&format!("/wopi/containers/{id}?access_token={token}")));
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        let r = req.send().await.unwrap();
+        let status = r.status().as_u16();
+        (status, r.json().await.unwrap_or(Value::Null))
+    }
+}
+
+/// The id and token in a container or file URL.
+fn pointer_of(url: &str) -> (String, String) {
+    let parsed = url::Url::parse(url).unwrap();
+    let token = parsed.query_pairs().find(|(k, _)| k == "access_token").unwrap().1.into_owned();
+    (parsed.path().rsplit('/').next().unwrap().to_string(), token)
+}
+
+/// PutFile of a file inside a folder vs RenameContainer of that folder: both happen; the save is
+/// the file's current content at its new place, under its old id.
+async fn save_vs_container_rename(rig: &Rig) {
+    for round in 0..ROUNDS / 2 {
+        rig.seed(&format!("racer/cr{round}/Folder/doc.docx"), b"old").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/cr{round}/Folder/doc.docx")).await;
+        let (folder, folder_token) = rig.parent_container(&fid, &token).await;
+        rig.lock(&fid, &token, "L").await;
+        let saved = format!("saved {round}").into_bytes();
+        let rename = rig.container_op(round + 1, &folder, &folder_token, &[("X-WOPI-Override", "RENAME_CONTAINER"), ("X-WOPI-RequestedName", "Moved")]);
+        let (put, (renamed, _)) = race(rig.put_file(round, &fid, &token, Some("L"), &saved), rename).await;
+        no_server_error(round, "save vs container rename", &[put, renamed]);
+        assert_eq!((put, renamed), (200, 200), "round {round}: both are allowed and must both happen");
+        assert_eq!(rig.get(&fid, &token).await, (200, saved), "round {round}: the save is the current content");
+        assert_eq!(rig.names(&format!("racer/cr{round}/Moved")).await, ["doc.docx"], "round {round}");
+        assert!(rig.names(&format!("racer/cr{round}/Folder")).await.is_empty(), "round {round}: nothing left at the old name");
+    }
+}
+
+/// CreateChildFile in an empty folder vs DeleteContainer of it: one runs first. Either the file
+/// was created and the delete refused (409), or the folder went and the create found nothing.
+async fn create_vs_delete_container(rig: &Rig) {
+    for round in 0..ROUNDS / 2 {
+        rig.seed(&format!("racer/cd{round}/keep.docx"), b"keep").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/cd{round}/keep.docx")).await;
+        let (parent, parent_token) = rig.parent_container(&fid, &token).await;
+        let (status, created) =
+            rig.container_op(0, &parent, &parent_token, &[("X-WOPI-Override", "CREATE_CHILD_CONTAINER"), ("X-WOPI-RelativeTarget", "Empty")]).await;
+        assert_eq!(status, 200);
+        let (folder, folder_token) = pointer_of(created["ContainerPointer"]["Url"].as_str().unwrap());
+        let create = rig.container_op(round, &folder, &folder_token, &[("X-WOPI-Override", "CREATE_CHILD_FILE"), ("X-WOPI-RelativeTarget", "new.docx")]);
+        let delete = rig.container_op(round + 1, &folder, &folder_token, &[("X-WOPI-Override", "DELETE_CONTAINER")]);
+        let ((created, _), (deleted, _)) = race(create, delete).await;
+        no_server_error(round, "create vs delete container", &[created, deleted]);
+        let names = rig.names(&format!("racer/cd{round}/Empty")).await;
+        match (created, deleted) {
+            (200, 409) => assert_eq!(names, ["new.docx"], "round {round}"),
+            (404, 200) => assert!(names.is_empty(), "round {round}: {names:?}"),
+            other => panic!("round {round}: create and delete answered {other:?}: not one after the other"),
+        }
+    }
+}
+
 async fn all_races(rig: Rig) {
+    save_vs_container_rename(&rig).await;
+    create_vs_delete_container(&rig).await;
     save_vs_rename(&rig).await;
     save_vs_delete(&rig).await;
     rename_vs_rename(&rig).await;
