@@ -213,6 +213,10 @@ async fn a_token_opens_only_its_own_kind_and_container() {
     assert_eq!(own.id, mine.id);
     assert_eq!(claims_of(&own.token)["res"], "container");
     assert!(claims_of(&own.token)["exp"].as_i64() <= claims_of(&bob.token)["exp"].as_i64(), "no longer than the presented token");
+    // And by its container URL (what EnumerateAncestors gave him), query and all.
+    let r = app.wopi_src(&bob.token, &mine.url).await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(Pointer::of(&r.json::<Value>().await.unwrap()).id, mine.id);
 }
 
 #[tokio::test]
