@@ -376,6 +376,7 @@ enum ContainerOverride {
     CreateChildFile,
     DeleteContainer,
     RenameContainer,
+    GetShareUrl,
 }
 
 impl ContainerOverride {
@@ -385,6 +386,7 @@ impl ContainerOverride {
             "CREATE_CHILD_FILE" => Some(ContainerOverride::CreateChildFile),
             "DELETE_CONTAINER" => Some(ContainerOverride::DeleteContainer),
             "RENAME_CONTAINER" => Some(ContainerOverride::RenameContainer),
+            "GET_SHARE_URL" => Some(ContainerOverride::GetShareUrl),
             _ => None,
         }
     }
@@ -395,6 +397,7 @@ impl ContainerOverride {
             ContainerOverride::CreateChildFile => "CreateChildFile",
             ContainerOverride::DeleteContainer => "DeleteContainer",
             ContainerOverride::RenameContainer => "RenameContainer",
+            ContainerOverride::GetShareUrl => "GetShareUrl",
         }
     }
 }
@@ -420,6 +423,9 @@ async fn container_operation(req: HttpRequest, app: web::Data<AppState>, id: web
         }
         ContainerOverride::RenameContainer => {
             Ok(to_json(&containers::rename_container(&app, &c, header(&req, "x-wopi-requestedname")).await?))
+        }
+        ContainerOverride::GetShareUrl => {
+            Ok(json_ok(json!({"ShareUrl": containers::share_url(&app, &c, header(&req, "x-wopi-urltype")).await?})))
         }
     }
 }

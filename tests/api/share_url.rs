@@ -175,3 +175,47 @@ async fn the_share_command_and_get_share_url_make_the_same_links() {
     assert!(err.contains("no such file"), "{err}");
     assert_eq!(manifests(&app), 3);
 }
+
+/// The folder a file session's EnumerateAncestors names last (its parent), as a container URL
+/// with a token.
+async fn parent_container(app: &TestApp, s: &Session) -> String {
+    let r = app.client.get(app.file_url(&s.fid, "/ancestry", &s.token)).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    body["AncestorsWithRootFirst"].as_array().and_then(|a| a.last()).unwrap_or_else(|| panic!("{body}"))["Url"].as_str().unwrap().to_string()
+}
+
+#[tokio::test]
+async fn containers_share_through_the_same_function() {
+    let app = spawn_app().await;
+    app.put_file("alice", "Team/a.docx", b"x");
+    app.put_share("team", json!({"owner": "alice", "path": "Team", "editable": true}));
+    let owner = app.session_for("alice", "cloudreve://my/Team/a.docx", "edit").await;
+    let team = parent_container(&app, &owner).await;
+    let info: Value = app.client.get(&team).send().await.unwrap().json().await.unwrap();
+    assert_eq!((info["Name"].clone(), info["SupportedShareUrlTypes"].clone()), (json!("Team"), json!(["ReadOnly", "ReadWrite"])));
+    let get = |url_type: &'static str| {
+        let request = app.client.post(&team).header("X-WOPI-Override", "GET_SHARE_URL").header("X-WOPI-UrlType", url_type);
+        async move { request.send().await.unwrap() }
+    };
+    let r = get("ReadOnly").await;
+    assert_eq!(r.status(), 200);
+    let link = r.json::<Value>().await.unwrap()["ShareUrl"].as_str().unwrap().to_string();
+    let r = get("ReadOnly").await;
+    assert_eq!(r.json::<Value>().await.unwrap()["ShareUrl"], json!(link), "the same link again");
+    let folder_id = claims_of(&url::Url::parse(&team).unwrap().query_pairs().find(|(k, _)| k == "access_token").unwrap().1)["fid"].clone();
+    assert_eq!(manifest(&app, &share_id(&link))["target"], folder_id);
+    let visitor = app.session_for("bob", &format!("{link}a.docx"), "edit").await;
+    assert_eq!((visitor.action.as_str(), visitor.fid.as_str()), ("view", owner.fid.as_str()));
+    assert_eq!(get("UnknownType").await.status(), 501);
+
+    // A visitor of the shared folder: the same container, no links.
+    let bob = app.session_for("bob", "cloudreve://team@share/a.docx", "edit").await;
+    let theirs = parent_container(&app, &bob).await;
+    let info: Value = app.client.get(&theirs).send().await.unwrap().json().await.unwrap();
+    assert_eq!((info["UserCanCreateChildFile"].clone(), info["SupportedShareUrlTypes"].clone()), (json!(true), json!([])));
+    let before = snapshot(&app.data);
+    let r = app.client.post(&theirs).header("X-WOPI-Override", "GET_SHARE_URL").header("X-WOPI-UrlType", "ReadOnly").send().await.unwrap();
+    assert_eq!(r.status(), 501);
+    assert_eq!(snapshot(&app.data), before);
+}
