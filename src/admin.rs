@@ -1,5 +1,6 @@
 //! Operator commands of the binary: `put` and `versions` touch the store; `caller-jwt` signs a
-//! caller JWT as the platform would; `open` creates a viewer session as the API does.
+//! caller JWT as the platform would; `open` creates a viewer session as the API does; `share`
+//! creates a share link as GetShareUrl does.
 
 use tokio::io::{AsyncRead, AsyncReadExt};
 
@@ -143,4 +144,21 @@ pub async fn put(config: &Config, key: &FileKey, mut input: impl AsyncRead + Unp
         store.discard(staged).await;
     }
     Ok(result?)
+}
+
+/// The share link of the file or folder at `key` (`editable`: a `ReadWrite` link), made by the
+/// same function as GetShareUrl's, so asking again answers the same link. Returns the link and
+/// the share id.
+pub async fn share(config: &Config, key: &FileKey, editable: bool) -> Result<(String, String), AdminError> {
+    let (store, _) = open_backends(config).await?;
+    if store.stat(key).await?.is_none() {
+        return Err(AdminError::NotFound);
+    }
+    let id = ids::file_id(store.as_ref(), key).await?;
+    let kind = if editable { crate::shares::ShareKind::ReadWrite } else { crate::shares::ShareKind::ReadOnly };
+    let share_id = crate::shares::create(store.as_ref(), key, &id, kind, chrono::Utc::now()).await.map_err(|e| match e {
+        crate::shares::ShareError::NotFound => AdminError::NotFound,
+        crate::shares::ShareError::Store(e) => AdminError::Store(e),
+    })?;
+    Ok((crate::shares::link(&config.share_url_template, &share_id), share_id))
 }

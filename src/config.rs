@@ -135,6 +135,12 @@ fn default_share_cache() -> u64 {
 fn default_share_password_attempts() -> u32 {
     10
 }
+fn default_file_url_ttl() -> u64 {
+    300
+}
+fn default_share_url_template() -> String {
+    "cloudreve://{share_id}@share/".into()
+}
 
 /// The variables exactly as envy reads them (names are `WOPIGATE_` + upper-cased field). It is
 /// also what `--help` lists and what unknown variables are checked against (`variables`).
@@ -226,6 +232,10 @@ struct RawConfig {
     trusted_proxies: String,
     #[serde(default = "default_stale_upload")]
     stale_upload_secs: u64,
+    #[serde(default = "default_file_url_ttl")]
+    file_url_ttl_secs: u64,
+    #[serde(default = "default_share_url_template")]
+    share_url_template: String,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -430,6 +440,10 @@ pub struct Config {
     pub share_passwords: SharePasswordConfig,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
     pub trusted_proxies: Vec<IpNet>,
+    /// Lifetime of CheckFileInfo's `FileUrl` links (capped by the session token); 0 = no FileUrl.
+    pub file_url_ttl_secs: u64,
+    /// GetShareUrl's answer, with `{share_id}` (`WOPIGATE_SHARE_URL_TEMPLATE`).
+    pub share_url_template: String,
 }
 
 /// The host page: the page that posts the token into the WOPI client's iframe.
@@ -583,6 +597,10 @@ impl Config {
             None => std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1),
         };
         let trusted_proxies = trusted_proxies(&raw.trusted_proxies)?;
+        if raw.file_url_ttl_secs > 3600 {
+            return Err(ConfigError::new("WOPIGATE_FILE_URL_TTL_SECS", "must be at most 3600 (FileUrl links are short-lived; 0 turns them off)"));
+        }
+        let share_url_template = share_url_template(&raw.share_url_template)?;
         if raw.stale_upload_secs == 0 {
             return Err(ConfigError::new("WOPIGATE_STALE_UPLOAD_SECS", "must be at least 1"));
         }
@@ -617,6 +635,8 @@ impl Config {
             share_passwords: SharePasswordConfig { attempts_per_minute: raw.share_password_attempts, concurrent_checks },
             trusted_proxies,
             stale_upload_secs: raw.stale_upload_secs,
+            file_url_ttl_secs: raw.file_url_ttl_secs,
+            share_url_template,
         };
         if config.production {
             production_secrets(&config)?;
@@ -786,6 +806,20 @@ fn host_page_config(raw: &RawConfig, public_url: &str) -> Result<HostPageConfig,
         versions_url: page_url("WOPIGATE_VERSIONS_URL", &raw.versions_url, &["{file_id}"])?,
         sharing_url: page_url("WOPIGATE_SHARING_URL", &raw.sharing_url, &["{file_id}"])?,
     })
+}
+
+/// A link with `{share_id}` that is an absolute URL once filled in (any scheme: the default is
+/// Cloudreve's `cloudreve://`).
+fn share_url_template(value: &str) -> Result<String, ConfigError> {
+    const VAR: &str = "WOPIGATE_SHARE_URL_TEMPLATE";
+    let value = value.trim();
+    if !value.contains("{share_id}") {
+        return Err(ConfigError::new(VAR, "must contain {share_id}"));
+    }
+    match Url::parse(&value.replace("{share_id}", "x")) {
+        Ok(url) if !url.cannot_be_a_base() => Ok(value.to_string()),
+        _ => Err(ConfigError::new(VAR, format!("'{value}' is not an absolute URL once {{share_id}} is filled in"))),
+    }
 }
 
 fn check_lang(var: &str, lang: &str) -> Result<(), ConfigError> {
@@ -1096,6 +1130,8 @@ mod tests {
         assert_eq!(config.data_dir, PathBuf::from("./data"));
         assert_eq!(config.token.ttl_secs, 36000);
         assert!(config.token.current.is_none());
+        assert_eq!(config.file_url_ttl_secs, 300);
+        assert_eq!(config.share_url_template, "cloudreve://{share_id}@share/");
     }
 
     #[test]
@@ -1128,6 +1164,10 @@ mod tests {
             ("WOPIGATE_PLATFORM_URL", "not a url"),
             ("WOPIGATE_VERSIONS_URL", "javascript:alert(1)//{file_id}"),
             ("WOPIGATE_SHARING_URL", "/share/{file_id}"),
+            ("WOPIGATE_FILE_URL_TTL_SECS", "3601"),
+            ("WOPIGATE_FILE_URL_TTL_SECS", "5m"),
+            ("WOPIGATE_SHARE_URL_TEMPLATE", "https://drive.example/s/"),
+            ("WOPIGATE_SHARE_URL_TEMPLATE", "/s/{share_id}"),
         ];
         for (var, value) in cases {
             let err = Config::from_vars(vars(&[(var, value)])).unwrap_err();

@@ -13,6 +13,7 @@ pub mod passwords;
 pub mod policy;
 pub mod proof;
 pub mod session;
+pub mod shares;
 pub mod startup;
 pub mod state;
 pub mod store;

@@ -62,6 +62,14 @@ enum Command {
         #[arg(long)]
         viewer: Option<uuid::Uuid>,
     },
+    /// Create (or show) the share link of the file or folder <owner>/<path>, as GetShareUrl does
+    Share {
+        /// <owner>/<path>, e.g. alice/Docs/report.docx or alice/Team
+        file: String,
+        /// Visitors may edit (a ReadWrite link; else ReadOnly)
+        #[arg(long)]
+        editable: bool,
+    },
     /// Read a share password on stdin, print its Argon2 hash for a share manifest
     HashPassword,
     /// Read a purchase ticket on stdin, print its SHA-256 for a share manifest
@@ -94,6 +102,7 @@ async fn main() -> ExitCode {
         Command::Open { uri, view, user, viewer, .. } => {
             open(&uri, if view { Action::View } else { Action::Edit }, user.as_deref(), viewer).await
         }
+        Command::Share { file, editable } => share(&file, editable).await,
         Command::HashPassword => print_hash(policy::hash_password),
         Command::HashTicket => print_hash(policy::sha256_hex),
         Command::Version => {
@@ -180,6 +189,22 @@ async fn versions(target: &str) -> ExitCode {
     }
     println!("\nOpen a past version read-only: viewerSession with \"version\": \"<VERSION>\".");
     ExitCode::SUCCESS
+}
+
+/// `wopigate share alice/Docs/report.docx [--editable]`: prints the link, then the manifest's name.
+async fn share(target: &str, editable: bool) -> ExitCode {
+    let (key, config) = match (file_key(target), config()) {
+        (Ok(key), Ok(config)) => (key, config),
+        (Err(code), _) | (_, Err(code)) => return code,
+    };
+    match admin::share(&config, &key, editable).await {
+        Ok((link, id)) => {
+            println!("{link}");
+            eprintln!("share manifest: shares/{id}.json ({})", if editable { "visitors may edit" } else { "read-only" });
+            ExitCode::SUCCESS
+        }
+        Err(e) => fail(format!("{target}: {e}")),
+    }
 }
 
 /// `wopigate caller-jwt alice --name Alice`: for trying the API by hand.

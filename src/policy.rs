@@ -353,7 +353,8 @@ impl Policy {
     }
 }
 
-fn share_object(id: &str) -> String {
+/// The store object of share `id`'s manifest.
+pub fn share_object(id: &str) -> String {
     format!("shares/{id}.json")
 }
 

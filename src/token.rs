@@ -534,6 +534,75 @@ impl TokenKeys {
     }
 }
 
+/// What else the key ring signs besides access tokens. Each purpose's label is bound into its
+/// signatures (tokens sign `wopigate/1\n…`), so a signature made for one purpose never
+/// verifies for another, nor as an access token, nor the other way round; the same keys and
+/// rotation (`kid` tags, old keys still verify) apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Purpose {
+    /// `FileUrl`'s signed download links (`wopi::file_url`).
+    FileUrl,
+}
+
+impl Purpose {
+    fn label(self) -> &'static [u8] {
+        match self {
+            Purpose::FileUrl => b"wopigate/file-url/1\n",
+        }
+    }
+}
+
+impl TokenKeys {
+    fn sealed_message(&self, purpose: Purpose, payload: &str) -> Vec<u8> {
+        let mut message = purpose.label().to_vec();
+        message.extend_from_slice(self.audience.as_bytes());
+        message.push(b'\n');
+        message.extend_from_slice(payload.as_bytes());
+        message
+    }
+
+    /// `body` signed for `purpose` with the current key: `base64url(key tag, body) "." signature`,
+    /// URL-safe characters only.
+    pub fn seal(&self, purpose: Purpose, body: &[u8]) -> Result<String, TokenError> {
+        let mut bytes = self.current.to_vec();
+        bytes.extend_from_slice(body);
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        let signature = jsonwebtoken::crypto::sign(&self.sealed_message(purpose, &payload), &self.signing, self.algorithm)
+            .map_err(|_| TokenError::Signing)?;
+        Ok(format!("{payload}.{signature}"))
+    }
+
+    /// The body of something `seal` made for `purpose`, when its signature verifies with a key
+    /// of the ring (the library's comparison is constant-time).
+    pub fn unseal(&self, purpose: Purpose, sealed: &str) -> Result<Vec<u8>, TokenError> {
+        let malformed = || TokenError::Invalid("not well-formed".into());
+        if sealed.len() > MAX_INPUT_CHARS {
+            return Err(malformed());
+        }
+        let (payload, signature) = sealed.split_once('.').ok_or_else(malformed)?;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).map_err(|_| malformed())?;
+        if bytes.len() < 4 {
+            return Err(malformed());
+        }
+        let (tag, body) = bytes.split_at(4);
+        let key = <[u8; 4]>::try_from(tag)
+            .ok()
+            .and_then(|tag| self.verifying.get(&tag))
+            .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?;
+        let good = jsonwebtoken::crypto::verify(signature, &self.sealed_message(purpose, payload), &key.key, self.algorithm)
+            .map_err(|_| malformed())?;
+        if !good {
+            return Err(TokenError::Invalid("signature does not verify".into()));
+        }
+        Ok(body.to_vec())
+    }
+
+    /// How far clocks may disagree (`WOPIGATE_CLOCK_SKEW_SECS`), in seconds.
+    pub fn leeway_secs(&self) -> i64 {
+        self.leeway
+    }
+}
+
 /// The claims of a token, without checking its signature: for tools and tests, never for
 /// deciding anything.
 pub fn inspect(token: &str) -> Option<AccessClaims> {
@@ -749,6 +818,42 @@ mod tests {
         assert!(keys.verify(&sign(&wrong_aud, &header)).is_err());
         header.kid = Some("unknown".into());
         assert!(keys.verify(&sign(&legacy, &header)).is_err());
+    }
+
+    #[test]
+    fn sealed_values_are_no_tokens_and_tokens_are_not_sealed() {
+        let (cfg, current) = config("0123456789abcdef0123456789abcdef", vec![]);
+        let keys = TokenKeys::new(&cfg, &current, 0).unwrap();
+        let sealed = keys.seal(Purpose::FileUrl, b"file 1, version 2").unwrap();
+        assert!(sealed.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.'));
+        assert_eq!(keys.unseal(Purpose::FileUrl, &sealed).unwrap(), b"file 1, version 2");
+        assert!(matches!(keys.verify(&sealed), Err(TokenError::Invalid(_))), "a sealed value is no access token");
+        let (token, _) = keys.mint(grant(), chrono::Utc::now().timestamp(), None).unwrap();
+        assert!(keys.unseal(Purpose::FileUrl, &token).is_err(), "an access token is no sealed value");
+        // The same body under the token's signature, and a body changed under the seal's.
+        let (_, token_signature) = token.split_once('.').unwrap();
+        let (payload, signature) = sealed.split_once('.').unwrap();
+        assert!(keys.unseal(Purpose::FileUrl, &format!("{payload}.{token_signature}")).is_err());
+        let mut bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(payload).unwrap();
+        *bytes.last_mut().unwrap() ^= 1;
+        let changed = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        assert!(keys.unseal(Purpose::FileUrl, &format!("{changed}.{signature}")).is_err());
+        for bad in ["", ".", "AAAA.", "a.b", &sealed[..sealed.len() - 1]] {
+            assert!(keys.unseal(Purpose::FileUrl, bad).is_err(), "{bad}");
+        }
+        // Another audience with the same key does not unseal it.
+        let other = TokenKeys::new(&TokenConfig { audience: "another-service".into(), ..cfg.clone() }, &current, 0).unwrap();
+        assert!(other.unseal(Purpose::FileUrl, &sealed).is_err());
+        // Rotation: sealed with the old key, still opened while it is in the ring.
+        let (new_cfg, new_current) = config("new-new-new-new-new-new-new-new-new-new", vec![current]);
+        let rotated = TokenKeys::new(&new_cfg, &new_current, 0).unwrap();
+        assert_eq!(rotated.unseal(Purpose::FileUrl, &sealed).unwrap(), b"file 1, version 2");
+        let (bare_cfg, bare_current) = config("new-new-new-new-new-new-new-new-new-new", vec![]);
+        assert!(TokenKeys::new(&bare_cfg, &bare_current, 0).unwrap().unseal(Purpose::FileUrl, &sealed).is_err());
+        // EdDSA seals too.
+        let ed = eddsa_keys();
+        let sealed = ed.seal(Purpose::FileUrl, b"x").unwrap();
+        assert_eq!(ed.unseal(Purpose::FileUrl, &sealed).unwrap(), b"x");
     }
 
     #[test]

@@ -35,6 +35,7 @@ pub fn routes(cfg: &mut web::ServiceConfig) {
             .route("/containers/{id}/ancestry", web::get().to(enumerate_container_ancestors))
             .route("/containers/{id}/children", web::get().to(enumerate_children))
             .route("/containers/{id}/ecosystem_pointer", web::get().to(container_ecosystem_pointer))
+            .route("/files/{id}/download", web::get().to(file_url_download))
             .route("/ecosystem", web::get().to(check_ecosystem))
             .route("/ecosystem", web::post().to(ecosystem_operation))
             .route("/ecosystem/root_container_pointer", web::get().to(root_container_pointer)),
@@ -152,7 +153,23 @@ async fn check_file_info(req: HttpRequest, app: web::Data<AppState>, id: web::Pa
 async fn get_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
     record(&req, "GetFile", Some(&id));
     let session = file_session(&req, &app, &id, Freshness::Cached).await?;
-    let content = wopi::get_file(&app, &session, header(&req, "x-wopi-maxexpectedsize"), header(&req, "range")).await?;
+    send_file(&req, &app, &session).await
+}
+
+/// `GET /wopi/files/{id}/download?grant=…`: a `FileUrl` link, served as GetFile.
+async fn file_url_download(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>) -> Result<HttpResponse, WopiError> {
+    record(&req, "GetFromFileUrl", Some(&id));
+    let grant = url::form_urlencoded::parse(req.query_string().as_bytes())
+        .find(|(k, _)| k == wopi::file_url::PARAMETER)
+        .map(|(_, v)| v.into_owned());
+    let session = wopi::file_url::open_link(&app, &id, grant.as_deref()).await?;
+    note(&req, |log| log.session_id = Some(session.claims.sid.to_string()));
+    send_file(&req, &app, &session).await
+}
+
+/// The session's content (a `Range` of it), streamed.
+async fn send_file(req: &HttpRequest, app: &AppState, session: &FileSession) -> Result<HttpResponse, WopiError> {
+    let content = wopi::get_file(app, session, header(req, "x-wopi-maxexpectedsize"), header(req, "range")).await?;
     let mut response = match content.range {
         Some((start, end)) => {
             let mut r = HttpResponse::PartialContent();
@@ -262,6 +279,12 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
             wopi::delete(&app, &session).await?;
             Ok(HttpResponse::Ok().finish())
         }
+        "GET_SHARE_URL" => {
+            record(&req, "GetShareUrl", Some(&id));
+            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+            let url = wopi::share_url::file_share_url(&app, &session, header(&req, "x-wopi-urltype")).await?;
+            Ok(json_ok(json!({"ShareUrl": url})))
+        }
         "PUT_USER_INFO" => {
             record(&req, "PutUserInfo", Some(&id));
             let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
@@ -353,6 +376,7 @@ enum ContainerOverride {
     CreateChildFile,
     DeleteContainer,
     RenameContainer,
+    GetShareUrl,
 }
 
 impl ContainerOverride {
@@ -362,6 +386,7 @@ impl ContainerOverride {
             "CREATE_CHILD_FILE" => Some(ContainerOverride::CreateChildFile),
             "DELETE_CONTAINER" => Some(ContainerOverride::DeleteContainer),
             "RENAME_CONTAINER" => Some(ContainerOverride::RenameContainer),
+            "GET_SHARE_URL" => Some(ContainerOverride::GetShareUrl),
             _ => None,
         }
     }
@@ -372,6 +397,7 @@ impl ContainerOverride {
             ContainerOverride::CreateChildFile => "CreateChildFile",
             ContainerOverride::DeleteContainer => "DeleteContainer",
             ContainerOverride::RenameContainer => "RenameContainer",
+            ContainerOverride::GetShareUrl => "GetShareUrl",
         }
     }
 }
@@ -397,6 +423,9 @@ async fn container_operation(req: HttpRequest, app: web::Data<AppState>, id: web
         }
         ContainerOverride::RenameContainer => {
             Ok(to_json(&containers::rename_container(&app, &c, header(&req, "x-wopi-requestedname")).await?))
+        }
+        ContainerOverride::GetShareUrl => {
+            Ok(json_ok(json!({"ShareUrl": containers::share_url(&app, &c, header(&req, "x-wopi-urltype")).await?})))
         }
     }
 }

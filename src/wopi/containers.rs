@@ -106,7 +106,7 @@ fn info_of(claims: &AccessClaims, scope: &Scope, key: &FileKey) -> ContainerInfo
     ContainerInfo {
         name: name_of(key),
         host_url: None,
-        supported_share_url_types: Vec::new(),
+        supported_share_url_types: super::share_url::supported_types(scope, claims, key),
         user_can_create_child_container: editable,
         user_can_create_child_file: editable,
         user_can_delete: rights.owner && !key.path.is_root(),
@@ -120,6 +120,11 @@ fn info_of(claims: &AccessClaims, scope: &Scope, key: &FileKey) -> ContainerInfo
 /// CheckContainerInfo.
 pub fn check_container_info(c: &ContainerSession) -> ContainerInfo {
     info_of(&c.claims, &c.scope, &c.key)
+}
+
+/// GetShareUrl on a container: the folder's share link (`share_url::share_url`).
+pub async fn share_url(app: &AppState, c: &ContainerSession, url_type: Option<&str>) -> Result<String, WopiError> {
+    super::share_url::share_url(app, &c.scope, &c.claims, &c.key, &c.claims.fid, url_type).await
 }
 
 /// A pointer to the container at `key` with a token for it: what policy grants there, capped by

@@ -3,7 +3,9 @@
 
 pub mod containers;
 pub mod ecosystem;
+pub mod file_url;
 pub mod names;
+pub mod share_url;
 pub mod time;
 
 use bytes::Bytes;
@@ -321,6 +323,10 @@ pub struct FileInfo<'a> {
     file_version_url: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     file_sharing_url: Option<String>,
+    /// Signed, short-lived download link (`file_url`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    file_url: Option<String>,
+    supported_share_url_types: Vec<&'static str>,
     /// wopigate's own host page answers these messages; a platform's page may not.
     close_post_message: bool,
     file_version_post_message: bool,
@@ -425,6 +431,8 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         close_url: page.close_url.as_deref(),
         file_version_url: platform_page(&page.versions_url, &s.claims.fid),
         file_sharing_url: platform_page(&page.sharing_url, &s.claims.fid),
+        file_url: file_url::mint(app, &s.claims)?,
+        supported_share_url_types: share_url::supported_types(&s.scope, &s.claims, &key),
         close_post_message: page.own,
         file_version_post_message: page.own && page.versions_url.is_some(),
         file_sharing_post_message: page.own && page.sharing_url.is_some(),

@@ -6,7 +6,7 @@ use serde_json::{json, Value};
 use crate::helpers::*;
 use crate::process::{command, edit_session_as, stop, wait_healthy};
 
-fn run(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
+pub fn run(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
     let out = command(env).args(args).output().unwrap();
     (out.status.code().unwrap_or(-1), String::from_utf8_lossy(&out.stdout).into_owned(), String::from_utf8_lossy(&out.stderr).into_owned())
 }
@@ -15,7 +15,7 @@ fn run(env: &[(String, String)], args: &[&str]) -> (i32, String, String) {
 fn help_lists_every_command_and_every_variable_and_readme_documents_each() {
     let (code, help, _) = run(&[], &["--help"]);
     assert_eq!(code, 0);
-    for command in ["serve", "put", "versions", "caller-jwt", "open", "hash-password", "hash-ticket", "version"] {
+    for command in ["serve", "put", "versions", "caller-jwt", "open", "share", "hash-password", "hash-ticket", "version"] {
         assert!(help.contains(&format!("  {command} ")), "{command} in --help:\n{help}");
     }
     let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();

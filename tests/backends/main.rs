@@ -10,5 +10,6 @@ mod faults;
 mod races;
 mod replicas;
 mod servers;
+mod share_links;
 mod sweep;
 mod versions;
