@@ -226,6 +226,9 @@ struct RawConfig {
     trusted_proxies: String,
     #[serde(default = "default_stale_upload")]
     stale_upload_secs: u64,
+    /// Where accepted AddActivities batches are POSTed (http(s); may carry credentials).
+    activity_webhook: Option<Secret>,
+    activity_webhook_secret: Option<Secret>,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -430,6 +433,16 @@ pub struct Config {
     pub share_passwords: SharePasswordConfig,
     /// Peers whose `X-Forwarded-For` names the client (reverse proxies, load balancers).
     pub trusted_proxies: Vec<IpNet>,
+    /// `WOPIGATE_ACTIVITY_WEBHOOK`: where AddActivities batches are delivered, signed.
+    pub activity_webhook: Option<WebhookConfig>,
+}
+
+/// A webhook and the key its deliveries are signed with (HMAC-SHA256). The URL is a secret
+/// too: it may carry credentials (`discovery::shown_source` shows it without them).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: Secret,
+    pub secret: Secret,
 }
 
 /// The host page: the page that posts the token into the WOPI client's iframe.
@@ -586,6 +599,7 @@ impl Config {
         if raw.stale_upload_secs == 0 {
             return Err(ConfigError::new("WOPIGATE_STALE_UPLOAD_SECS", "must be at least 1"));
         }
+        let activity_webhook = webhook_config(&raw)?;
         let config = Config {
             bind,
             metrics_bind,
@@ -617,6 +631,7 @@ impl Config {
             share_passwords: SharePasswordConfig { attempts_per_minute: raw.share_password_attempts, concurrent_checks },
             trusted_proxies,
             stale_upload_secs: raw.stale_upload_secs,
+            activity_webhook,
         };
         if config.production {
             production_secrets(&config)?;
@@ -667,6 +682,9 @@ fn production_secrets(config: &Config) -> Result<(), ConfigError> {
     if let StoreConfig::S3(s3) = &config.store {
         placeholder("WOPIGATE_S3_ACCESS_KEY_ID", &s3.access_key_id)?;
         placeholder("WOPIGATE_S3_SECRET_ACCESS_KEY", s3.secret_access_key.expose())?;
+    }
+    if let Some(webhook) = &config.activity_webhook {
+        placeholder("WOPIGATE_ACTIVITY_WEBHOOK_SECRET", webhook.secret.expose())?;
     }
     if let LockConfig::Redis { url } = &config.locks {
         let password = Url::parse(url.expose()).ok().and_then(|u| u.password().map(str::to_string));
@@ -719,6 +737,24 @@ fn store_config(raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
         }
         other => Err(ConfigError::new("WOPIGATE_STORE", format!("'{other}' is not local or s3"))),
     }
+}
+
+/// `WOPIGATE_ACTIVITY_WEBHOOK` (empty: unset) and its signing key, required with it. Errors
+/// never repeat the URL: it may carry credentials.
+fn webhook_config(raw: &RawConfig) -> Result<Option<WebhookConfig>, ConfigError> {
+    const VAR: &str = "WOPIGATE_ACTIVITY_WEBHOOK";
+    let Some(url) = raw.activity_webhook.clone().filter(|u| !u.expose().trim().is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = Url::parse(url.expose().trim()).map_err(|e| ConfigError::new(VAR, format!("is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ConfigError::new(VAR, "must be an absolute http(s) URL"));
+    }
+    let secret = raw.activity_webhook_secret.clone().filter(|s| !s.expose().is_empty()).ok_or_else(|| {
+        ConfigError::new("WOPIGATE_ACTIVITY_WEBHOOK_SECRET", "is required when WOPIGATE_ACTIVITY_WEBHOOK is set (deliveries are signed with it)")
+    })?;
+    check_secret("WOPIGATE_ACTIVITY_WEBHOOK_SECRET", &secret)?;
+    Ok(Some(WebhookConfig { url: Secret::new(url.expose().trim()), secret }))
 }
 
 /// `10.0.0.1, 10.1.0.0/16, fd00::/8`: addresses or CIDR blocks.
