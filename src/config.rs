@@ -236,6 +236,9 @@ struct RawConfig {
     file_url_ttl_secs: u64,
     #[serde(default = "default_share_url_template")]
     share_url_template: String,
+    /// Where accepted AddActivities batches are POSTed (http(s); may carry credentials).
+    activity_webhook: Option<Secret>,
+    activity_webhook_secret: Option<Secret>,
 }
 
 /// Where files live (`WOPIGATE_STORE`).
@@ -444,6 +447,16 @@ pub struct Config {
     pub file_url_ttl_secs: u64,
     /// GetShareUrl's answer, with `{share_id}` (`WOPIGATE_SHARE_URL_TEMPLATE`).
     pub share_url_template: String,
+    /// `WOPIGATE_ACTIVITY_WEBHOOK`: where AddActivities batches are delivered, signed.
+    pub activity_webhook: Option<WebhookConfig>,
+}
+
+/// A webhook and the key its deliveries are signed with (HMAC-SHA256). The URL is a secret
+/// too: it may carry credentials (`discovery::shown_source` shows it without them).
+#[derive(Debug, Clone)]
+pub struct WebhookConfig {
+    pub url: Secret,
+    pub secret: Secret,
 }
 
 /// The host page: the page that posts the token into the WOPI client's iframe.
@@ -604,6 +617,7 @@ impl Config {
         if raw.stale_upload_secs == 0 {
             return Err(ConfigError::new("WOPIGATE_STALE_UPLOAD_SECS", "must be at least 1"));
         }
+        let activity_webhook = webhook_config(&raw)?;
         let config = Config {
             bind,
             metrics_bind,
@@ -637,6 +651,7 @@ impl Config {
             stale_upload_secs: raw.stale_upload_secs,
             file_url_ttl_secs: raw.file_url_ttl_secs,
             share_url_template,
+            activity_webhook,
         };
         if config.production {
             production_secrets(&config)?;
@@ -687,6 +702,9 @@ fn production_secrets(config: &Config) -> Result<(), ConfigError> {
     if let StoreConfig::S3(s3) = &config.store {
         placeholder("WOPIGATE_S3_ACCESS_KEY_ID", &s3.access_key_id)?;
         placeholder("WOPIGATE_S3_SECRET_ACCESS_KEY", s3.secret_access_key.expose())?;
+    }
+    if let Some(webhook) = &config.activity_webhook {
+        placeholder("WOPIGATE_ACTIVITY_WEBHOOK_SECRET", webhook.secret.expose())?;
     }
     if let LockConfig::Redis { url } = &config.locks {
         let password = Url::parse(url.expose()).ok().and_then(|u| u.password().map(str::to_string));
@@ -739,6 +757,24 @@ fn store_config(raw: &RawConfig) -> Result<StoreConfig, ConfigError> {
         }
         other => Err(ConfigError::new("WOPIGATE_STORE", format!("'{other}' is not local or s3"))),
     }
+}
+
+/// `WOPIGATE_ACTIVITY_WEBHOOK` (empty: unset) and its signing key, required with it. Errors
+/// never repeat the URL: it may carry credentials.
+fn webhook_config(raw: &RawConfig) -> Result<Option<WebhookConfig>, ConfigError> {
+    const VAR: &str = "WOPIGATE_ACTIVITY_WEBHOOK";
+    let Some(url) = raw.activity_webhook.clone().filter(|u| !u.expose().trim().is_empty()) else {
+        return Ok(None);
+    };
+    let parsed = Url::parse(url.expose().trim()).map_err(|e| ConfigError::new(VAR, format!("is not a URL: {e}")))?;
+    if !matches!(parsed.scheme(), "http" | "https") || parsed.host_str().is_none() {
+        return Err(ConfigError::new(VAR, "must be an absolute http(s) URL"));
+    }
+    let secret = raw.activity_webhook_secret.clone().filter(|s| !s.expose().is_empty()).ok_or_else(|| {
+        ConfigError::new("WOPIGATE_ACTIVITY_WEBHOOK_SECRET", "is required when WOPIGATE_ACTIVITY_WEBHOOK is set (deliveries are signed with it)")
+    })?;
+    check_secret("WOPIGATE_ACTIVITY_WEBHOOK_SECRET", &secret)?;
+    Ok(Some(WebhookConfig { url: Secret::new(url.expose().trim()), secret }))
 }
 
 /// `10.0.0.1, 10.1.0.0/16, fd00::/8`: addresses or CIDR blocks.

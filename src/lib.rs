@@ -23,6 +23,7 @@ pub mod uri;
 pub mod users;
 pub mod utf7;
 pub mod versions;
+pub mod webhook;
 pub mod wopi;
 
 pub use startup::{Application, StartError};

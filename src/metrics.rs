@@ -1,7 +1,8 @@
 //! Prometheus metrics (`GET /metrics`): requests by route, WOPI operation and status, latency,
 //! bytes streamed, lock conflicts, token rejections, proof-key failures, discovery fetches and
 //! whether each viewer's discovery is up,
-//! share-password checks (Argon2 runs) and attempts refused by the rate limit.
+//! share-password checks (Argon2 runs) and attempts refused by the rate limit, activity webhook
+//! deliveries.
 
 use std::time::Instant;
 
@@ -32,6 +33,7 @@ pub struct Metrics {
     discovery_up: IntGaugeVec,
     password_checks: IntCounterVec,
     password_refusals: IntCounter,
+    activity_deliveries: IntCounterVec,
 }
 
 impl Metrics {
@@ -81,6 +83,14 @@ impl Metrics {
             "Share password attempts refused by the rate limit, without running Argon2",
         )
         .expect("valid metric");
+        let activity_deliveries = IntCounterVec::new(
+            Opts::new(
+                "wopigate_activity_webhook_deliveries_total",
+                "AddActivities webhook deliveries by result: delivered, retried (an attempt failed), failed (gave up), dropped (queue full)",
+            ),
+            &["result"],
+        )
+        .expect("valid metric");
         for collector in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(latency.clone()),
@@ -93,6 +103,7 @@ impl Metrics {
             Box::new(discovery_up.clone()),
             Box::new(password_checks.clone()),
             Box::new(password_refusals.clone()),
+            Box::new(activity_deliveries.clone()),
         ] {
             registry.register(collector).expect("metric names are unique");
         }
@@ -109,6 +120,7 @@ impl Metrics {
             discovery_up,
             password_checks,
             password_refusals,
+            activity_deliveries,
         }
     }
 
@@ -136,6 +148,11 @@ impl Metrics {
 
     pub fn password_refused(&self) {
         self.password_refusals.inc();
+    }
+
+    /// `result`: `delivered`, `retried`, `failed` or `dropped`.
+    pub fn activity_delivery(&self, result: &'static str) {
+        self.activity_deliveries.with_label_values(&[result]).inc();
     }
 
     pub fn render(&self) -> String {

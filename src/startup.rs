@@ -26,6 +26,7 @@ use crate::state::AppState;
 use crate::store::local::LocalStore;
 use crate::store::Store;
 use crate::token::{dev_key, TokenKeys};
+use crate::webhook::Webhook;
 
 /// Opens the configured store and lock backends (the tests run their contract suites on what
 /// this returns).
@@ -176,7 +177,8 @@ pub async fn app_state(config: Config, clock: Arc<dyn Clock>) -> Result<AppState
     let passwords = PasswordChecker::new(config.share_passwords.concurrent_checks, attempts, metrics.clone());
 
     let policy = Policy::new(store.clone(), Duration::from_secs(config.share_cache_secs));
-    Ok(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics, passwords })
+    let activity_webhook = config.activity_webhook.as_ref().map(|w| Webhook::new(w, metrics.clone()));
+    Ok(AppState { config, store, policy, locks, clock, tokens, callers, viewers, metrics, passwords, activity_webhook })
 }
 
 pub struct Application {
@@ -207,8 +209,11 @@ impl Application {
         let state = web::Data::new(app_state(config, clock).await?);
         // The server's own background work (not the `open` command's, which shares the state):
         // discovery kept fresh, and what crashed uploads left behind swept now and hourly
-        // (idempotent across replicas).
+        // (idempotent across replicas); activity webhook deliveries sent.
         state.viewers.spawn_refresher();
+        if let Some(webhook) = &state.activity_webhook {
+            webhook.spawn_sender();
+        }
         let stale = Duration::from_secs(state.config.stale_upload_secs);
         tokio::spawn(crate::store::sweep_stale_uploads_forever(state.store.clone(), stale));
         // Once everything it names has opened.

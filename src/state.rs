@@ -12,6 +12,7 @@ use crate::policy::Policy;
 use crate::passwords::PasswordChecker;
 use crate::store::Store;
 use crate::token::TokenKeys;
+use crate::webhook::Webhook;
 
 /// Shared state of the running app: built once at start-up, read by every request.
 pub struct AppState {
@@ -26,5 +27,7 @@ pub struct AppState {
     pub viewers: Arc<Viewers>,
     pub metrics: Arc<Metrics>,
     pub passwords: PasswordChecker,
+    /// `WOPIGATE_ACTIVITY_WEBHOOK`: where AddActivities batches are queued for delivery.
+    pub activity_webhook: Option<Webhook>,
 }
 

@@ -381,7 +381,7 @@ pub struct Offer {
 }
 
 /// reqwest errors print the URL; a discovery URL may carry credentials, so keep only the kind.
-fn without_url(e: &reqwest::Error) -> String {
+pub fn without_url(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         "timed out".into()
     } else if e.is_connect() {

@@ -295,6 +295,16 @@ async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Pat
             wopi::put_user_info(&app, &session, &text).await?;
             Ok(HttpResponse::Ok().finish())
         }
+        "ADD_ACTIVITIES" => {
+            record(&req, "AddActivities", Some(&id));
+            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+            let text = read_limited(&req, body, wopi::activities::MAX_BODY).await.map_err(|e| match e {
+                BodyError::TooLarge(limit) => WopiError::TooLarge(limit as u64),
+                BodyError::Interrupted => WopiError::Interrupted,
+            })?;
+            let answer = wopi::activities::add(&app, &session, &text).await?;
+            Ok(json_ok(serde_json::to_value(answer).unwrap_or_default()))
+        }
         _ => {
             record(&req, "Unknown", Some(&id));
             // Still authenticate: an unknown operation must not reveal more to a stranger.

@@ -1,6 +1,7 @@
 //! The WOPI host operations, one function each, on a request already authorised by its token.
 //! HTTP details (headers in, status codes out) stay in `http::wopi`.
 
+pub mod activities;
 pub mod containers;
 pub mod ecosystem;
 pub mod file_url;
@@ -310,6 +311,7 @@ pub struct FileInfo<'a> {
     supports_get_file_wopi_src: bool,
     supports_containers: bool,
     supports_ecosystem: bool,
+    supports_add_activities: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
     user_extra_info: Option<&'a UserExtra>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -419,6 +421,8 @@ pub async fn check_file_info(app: &AppState, s: &FileSession) -> Result<Vec<u8>,
         supports_get_file_wopi_src: true,
         supports_containers: app.config.containers,
         supports_ecosystem: true,
+        // Kept for signed-in users only (see `activities`).
+        supports_add_activities: !s.claims.anon,
         user_extra_info: profile.as_ref().map(|p| &p.extra).filter(|e| **e != UserExtra::default()),
         user_info,
         post_message_origin: app

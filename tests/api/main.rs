@@ -1,5 +1,6 @@
 //! HTTP integration tests: the real app on a random port, a real store in a temp directory.
 
+mod activities;
 mod cli;
 mod collabora;
 mod containers;

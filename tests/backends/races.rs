@@ -108,6 +108,17 @@ impl Rig {
         names
     }
 
+    /// A metadata object of the store behind the replicas (`activities/<file id>.json`, …).
+    pub async fn object(&self, name: &str) -> Option<Vec<u8>> {
+        match &self.files {
+            Files::Local(dir) => std::fs::read(dir.path().join(".wopigate/objects").join(name)).ok(),
+            Files::S3 { bucket, prefix, .. } => {
+                let got = bucket.get(&ObjectPath::from(format!("{prefix}/.wopigate/objects/{name}"))).await.ok()?;
+                Some(got.bytes().await.unwrap().to_vec())
+            }
+        }
+    }
+
     /// The contents of every past version kept for a file id.
     pub async fn past(&self, fid: &str) -> Vec<Vec<u8>> {
         match &self.files {
@@ -497,4 +508,40 @@ async fn races_on_one_file_are_linearizable_on_the_local_store() {
 async fn races_on_one_file_are_linearizable_on_s3_and_redis() {
     let Some(rig) = Rig::s3().await else { return };
     all_races(rig).await;
+}
+
+/// AddActivities batches on one file, all at once, half of them through each replica: the
+/// store's compare-and-set keeps every one.
+async fn concurrent_activities_all_land(rig: &Rig) {
+    rig.seed("racer/comments.docx", b"x").await;
+    let (token, fid) = rig.session(0, "cloudreve://my/comments.docx").await;
+    let guid = |n: usize| format!("{n:08x}-0000-4000-8000-000000000000");
+    let comment = |n: usize| {
+        serde_json::json!({"Type": "comment", "Id": guid(n), "Created": "2017-02-15T13:47:13Z",
+                           "Data": {"ContentId": "c", "ContentAction": "created"}})
+    };
+    let posts = (0..30).map(|i| {
+        let body = serde_json::json!({"Activities": [comment(2 * i), comment(2 * i + 1)]}).to_string().into_bytes();
+        let token = token.clone();
+        let fid = fid.clone();
+        async move { rig.post(i, &fid, "", &token, &[("X-WOPI-Override", "ADD_ACTIVITIES")], body).await }
+    });
+    let statuses = futures_util::future::join_all(posts).await;
+    assert!(statuses.iter().all(|s| *s == 200), "{statuses:?}");
+    let raw = rig.object(&format!("activities/{fid}.json")).await.expect("the activities are stored");
+    let stored: Value = serde_json::from_slice(&raw).unwrap();
+    let mut ids: Vec<String> = stored["activities"].as_array().unwrap().iter().map(|a| a["id"].as_str().unwrap().to_string()).collect();
+    ids.sort();
+    assert_eq!(ids, (0..60).map(guid).collect::<Vec<_>>(), "every concurrent batch landed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_activities_on_two_replicas_all_land_on_the_local_store() {
+    concurrent_activities_all_land(&Rig::local().await).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_activities_on_two_replicas_all_land_on_s3_and_redis() {
+    let Some(rig) = Rig::s3().await else { return };
+    concurrent_activities_all_land(&rig).await;
 }
