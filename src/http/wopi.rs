@@ -220,96 +220,106 @@ async fn put_file(req: HttpRequest, app: web::Data<AppState>, id: web::Path<Stri
         .body(json!({"LastModifiedTime": wopi::wopi_time(meta.modified)}).to_string()))
 }
 
+/// `X-WOPI-Override` on `POST /wopi/files/{id}` (with `X-WOPI-OldLock` telling Lock and
+/// UnlockAndRelock apart, as they share `LOCK`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FileOverride<'a> {
+    Lock(LockOp<'a>),
+    PutRelativeFile,
+    RenameFile,
+    DeleteFile,
+    GetShareUrl,
+    PutUserInfo,
+    AddActivities,
+}
+
+impl<'a> FileOverride<'a> {
+    fn parse(req: &'a HttpRequest) -> Option<FileOverride<'a>> {
+        let lock = header(req, "x-wopi-lock").unwrap_or_default();
+        Some(match header(req, "x-wopi-override")?.trim().to_ascii_uppercase().as_str() {
+            "LOCK" => FileOverride::Lock(match header(req, "x-wopi-oldlock") {
+                Some(old) => LockOp::UnlockAndRelock { old, new: lock },
+                None => LockOp::Lock(lock),
+            }),
+            "GET_LOCK" => FileOverride::Lock(LockOp::Get),
+            "REFRESH_LOCK" => FileOverride::Lock(LockOp::Refresh(lock)),
+            "UNLOCK" => FileOverride::Lock(LockOp::Unlock(lock)),
+            "PUT_RELATIVE" => FileOverride::PutRelativeFile,
+            "RENAME_FILE" => FileOverride::RenameFile,
+            "DELETE" => FileOverride::DeleteFile,
+            "GET_SHARE_URL" => FileOverride::GetShareUrl,
+            "PUT_USER_INFO" => FileOverride::PutUserInfo,
+            "ADD_ACTIVITIES" => FileOverride::AddActivities,
+            _ => return None,
+        })
+    }
+
+    fn name(self) -> &'static str {
+        match self {
+            FileOverride::Lock(op) => op.name(),
+            FileOverride::PutRelativeFile => "PutRelativeFile",
+            FileOverride::RenameFile => "RenameFile",
+            FileOverride::DeleteFile => "DeleteFile",
+            FileOverride::GetShareUrl => "GetShareUrl",
+            FileOverride::PutUserInfo => "PutUserInfo",
+            FileOverride::AddActivities => "AddActivities",
+        }
+    }
+}
+
+/// A small body read whole, or the WOPI error for one too large (`too_large`) or cut short.
+async fn small_body(req: &HttpRequest, body: Payload, limit: usize, too_large: fn(usize) -> WopiError) -> Result<Vec<u8>, WopiError> {
+    read_limited(req, body, limit).await.map_err(|e| match e {
+        BodyError::TooLarge(limit) => too_large(limit),
+        BodyError::Interrupted => WopiError::Interrupted,
+    })
+}
+
 /// `POST /wopi/files/{id}`: the operation is chosen by `X-WOPI-Override`.
 async fn file_operation(req: HttpRequest, app: web::Data<AppState>, id: web::Path<String>, body: Payload) -> Result<HttpResponse, WopiError> {
-    let override_ = header(&req, "x-wopi-override").unwrap_or_default().trim().to_ascii_uppercase();
-    let lock = header(&req, "x-wopi-lock").unwrap_or_default();
-    let lock_op = match override_.as_str() {
-        // Lock and UnlockAndRelock share an override; X-WOPI-OldLock tells them apart.
-        "LOCK" => Some(match header(&req, "x-wopi-oldlock") {
-            Some(old) => LockOp::UnlockAndRelock { old, new: lock },
-            None => LockOp::Lock(lock),
-        }),
-        "GET_LOCK" => Some(LockOp::Get),
-        "REFRESH_LOCK" => Some(LockOp::Refresh(lock)),
-        "UNLOCK" => Some(LockOp::Unlock(lock)),
-        _ => None,
+    let op = FileOverride::parse(&req);
+    record(&req, op.map_or("Unknown", FileOverride::name), Some(&id));
+    // Authenticated first: an unknown operation must not reveal more to a stranger.
+    let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+    let Some(op) = op else {
+        return Err(WopiError::NotImplemented("this X-WOPI-Override on /wopi/files/{id}".into()));
     };
-    if let Some(op) = lock_op {
-        record(&req, op.name(), Some(&id));
-        let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
-        let (outcome, version) = wopi::lock(&app, &session, op).await?;
-        return match outcome {
-            LockOutcome::Granted(current) => {
-                let mut response = HttpResponse::Ok();
-                if op == LockOp::Get {
-                    response.insert_header(("X-WOPI-Lock", current));
-                } else {
-                    response.insert_header(("X-WOPI-ItemVersion", version));
-                }
-                Ok(response.finish())
-            }
-            LockOutcome::Conflict(current) => {
+    match op {
+        FileOverride::Lock(op) => match wopi::lock(&app, &session, op).await? {
+            (LockOutcome::Granted(current), _) if op == LockOp::Get => Ok(HttpResponse::Ok().insert_header(("X-WOPI-Lock", current)).finish()),
+            (LockOutcome::Granted(_), version) => Ok(HttpResponse::Ok().insert_header(("X-WOPI-ItemVersion", version)).finish()),
+            (LockOutcome::Conflict(current), _) => {
                 Err(WopiError::LockConflict { current, reason: "the lock id does not match the file's lock" })
             }
-        };
-    }
-    match override_.as_str() {
-        "PUT_RELATIVE" => {
-            record(&req, "PutRelativeFile", Some(&id));
-            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+        },
+        FileOverride::PutRelativeFile => {
             let request = RelativeRequest {
                 name: name_request(&req),
                 size: header(&req, "x-wopi-size"),
                 // Sent without a value by some clients: present and not "false" means a conversion.
                 conversion: header(&req, "x-wopi-fileconversion").is_some_and(|v| !v.trim().eq_ignore_ascii_case("false")),
             };
-            let created = wopi::put_relative(&app, &session, request, body).await?;
-            Ok(json_ok(serde_json::to_value(created).unwrap_or_default()))
+            Ok(to_json(&wopi::put_relative(&app, &session, request, body).await?))
         }
-        "RENAME_FILE" => {
-            record(&req, "RenameFile", Some(&id));
-            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
-            let renamed = wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?;
-            Ok(json_ok(serde_json::to_value(renamed).unwrap_or_default()))
+        FileOverride::RenameFile => {
+            Ok(to_json(&wopi::rename(&app, &session, header(&req, "x-wopi-lock"), header(&req, "x-wopi-requestedname")).await?))
         }
-        "DELETE" => {
-            record(&req, "DeleteFile", Some(&id));
-            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+        FileOverride::DeleteFile => {
             wopi::delete(&app, &session).await?;
             Ok(HttpResponse::Ok().finish())
         }
-        "GET_SHARE_URL" => {
-            record(&req, "GetShareUrl", Some(&id));
-            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
+        FileOverride::GetShareUrl => {
             let url = wopi::share_url::file_share_url(&app, &session, header(&req, "x-wopi-urltype")).await?;
             Ok(json_ok(json!({"ShareUrl": url})))
         }
-        "PUT_USER_INFO" => {
-            record(&req, "PutUserInfo", Some(&id));
-            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
-            let text = read_limited(&req, body, 4096).await.map_err(|e| match e {
-                BodyError::TooLarge(limit) => WopiError::BadRequest(format!("body is larger than {limit} bytes")),
-                BodyError::Interrupted => WopiError::Interrupted,
-            })?;
+        FileOverride::PutUserInfo => {
+            let text = small_body(&req, body, 4096, |limit| WopiError::BadRequest(format!("body is larger than {limit} bytes"))).await?;
             wopi::put_user_info(&app, &session, &text).await?;
             Ok(HttpResponse::Ok().finish())
         }
-        "ADD_ACTIVITIES" => {
-            record(&req, "AddActivities", Some(&id));
-            let session = file_session(&req, &app, &id, Freshness::Fresh).await?;
-            let text = read_limited(&req, body, wopi::activities::MAX_BODY).await.map_err(|e| match e {
-                BodyError::TooLarge(limit) => WopiError::TooLarge(limit as u64),
-                BodyError::Interrupted => WopiError::Interrupted,
-            })?;
-            let answer = wopi::activities::add(&app, &session, &text).await?;
-            Ok(json_ok(serde_json::to_value(answer).unwrap_or_default()))
-        }
-        _ => {
-            record(&req, "Unknown", Some(&id));
-            // Still authenticate: an unknown operation must not reveal more to a stranger.
-            file_session(&req, &app, &id, Freshness::Fresh).await?;
-            Err(WopiError::NotImplemented("this X-WOPI-Override on /wopi/files/{id}".into()))
+        FileOverride::AddActivities => {
+            let text = small_body(&req, body, wopi::activities::MAX_BODY, |limit| WopiError::TooLarge(limit as u64)).await?;
+            Ok(to_json(&wopi::activities::add(&app, &session, &text).await?))
         }
     }
 }
