@@ -80,22 +80,38 @@ impl Paths {
         self.internal.join("locks").join(format!("{name}.lck"))
     }
 
-    /// Whether a real (symlink-free) path is a user file location.
-    fn is_user_path(&self, real: &Path) -> bool {
-        real.starts_with(&self.root) && !real.starts_with(&self.internal) && real != self.root
+    /// Whether a real (symlink-free) path is a location of `owner`'s files: a symlink may not
+    /// lead out of the store, into wopigate's own data, or into another user's files.
+    fn is_user_path(&self, real: &Path, owner: &str) -> bool {
+        real.starts_with(self.root.join(owner)) && !real.starts_with(&self.internal)
+    }
+
+    /// Where `key` is, symlinks not resolved.
+    fn unresolved(&self, key: &FileKey) -> PathBuf {
+        let mut path = self.root.join(&key.owner);
+        for segment in key.path.segments() {
+            path.push(segment);
+        }
+        path
+    }
+
+    /// A folder to move or delete must be one, not a symlink to one: acting on the link's
+    /// target would move or delete a folder somewhere else.
+    fn not_a_link(&self, key: &FileKey) -> Result<(), StoreError> {
+        match std::fs::symlink_metadata(self.unresolved(key)) {
+            Ok(meta) if meta.file_type().is_symlink() => Err(StoreError::Escape),
+            _ => Ok(()),
+        }
     }
 
     /// The path of an existing user file or folder, symlinks resolved and checked; `None` if
     /// nothing is there.
     fn existing(&self, key: &FileKey) -> Result<Option<PathBuf>, StoreError> {
-        let mut path = self.root.join(&key.owner);
-        for segment in key.path.segments() {
-            path.push(segment);
-        }
+        let path = self.unresolved(key);
         let Some(real) = not_found_is_none(path.canonicalize())? else {
             return Ok(None);
         };
-        if !self.is_user_path(&real) {
+        if !self.is_user_path(&real, &key.owner) {
             return Err(StoreError::Escape);
         }
         Ok(Some(real))
@@ -124,7 +140,7 @@ impl Paths {
                 Err(e) => return Err(e.into()),
             }
         };
-        if existing != self.root && !self.is_user_path(&existing) {
+        if existing != self.root && !self.is_user_path(&existing, &key.owner) {
             return Err(StoreError::Escape);
         }
         if !existing.is_dir() {
@@ -132,12 +148,12 @@ impl Paths {
         }
         std::fs::create_dir_all(&folder)?;
         let folder = folder.canonicalize()?;
-        if !self.is_user_path(&folder) {
+        if !self.is_user_path(&folder, &key.owner) {
             return Err(StoreError::Escape);
         }
         let path = folder.join(name);
         if let Ok(real) = path.canonicalize() {
-            if !self.is_user_path(&real) {
+            if !self.is_user_path(&real, &key.owner) {
                 return Err(StoreError::Escape);
             }
         }
@@ -620,6 +636,7 @@ impl Store for LocalStore {
             if key.path.is_root() {
                 return Err(StoreError::Conflict);
             }
+            paths.not_a_link(&key)?;
             let real = paths.existing(&key)?.ok_or(StoreError::NotFound)?;
             if !real.is_dir() {
                 return Err(StoreError::NotFound);
@@ -639,6 +656,7 @@ impl Store for LocalStore {
         let paths = self.paths();
         let (from, to) = (from.clone(), to.clone());
         blocking(move || {
+            paths.not_a_link(&from)?;
             let source = paths.existing(&from)?.ok_or(StoreError::NotFound)?;
             if !source.is_dir() || from.path.is_root() {
                 return Err(StoreError::NotFound);
@@ -655,6 +673,11 @@ impl Store for LocalStore {
             Ok(())
         })
         .await
+    }
+
+    fn max_path_bytes(&self, owner: &str) -> usize {
+        // PATH_MAX counts the terminating NUL; the root, the owner and two slashes come first.
+        (libc::PATH_MAX as usize - 1).saturating_sub(self.root.as_os_str().len() + owner.len() + 2)
     }
 
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {

@@ -242,6 +242,10 @@ pub trait Store: Send + Sync + 'static {
     /// (`None`: must be absent); `new` replaces it (`None`: delete). `false` when it changed.
     async fn swap_object(&self, name: &str, expected: Option<&[u8]>, new: Option<&[u8]>) -> Result<bool, StoreError>;
 
+    /// The longest `path` (`as_plain`, in bytes) a key of `owner` may have here: the local
+    /// store's paths must fit the system's PATH_MAX, S3 keys 1024 bytes.
+    fn max_path_bytes(&self, owner: &str) -> usize;
+
     /// Whether the backend answers at all (readiness).
     async fn ping(&self) -> Result<(), StoreError>;
 

@@ -712,6 +712,12 @@ impl Store for S3Store {
         .await
     }
 
+    fn max_path_bytes(&self, owner: &str) -> usize {
+        // S3 keys are at most 1024 bytes: the prefix, the owner and a slash come first (and a
+        // folder's marker after the path).
+        1024usize.saturating_sub(self.prefix.len() + owner.len() + 1 + 1 + FOLDER_MARKER.len())
+    }
+
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_object_name(name)?;
         match self.store.get(&self.object(name)).await {

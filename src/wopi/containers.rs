@@ -10,7 +10,7 @@
 use serde::Serialize;
 
 use super::{
-    child, free_name, header_name, hold, mint_for, names, new_file, policy_error, save_relative, target_in, token_level,
+    child, fits, free_name, header_name, hold, mint_for, names, new_file, policy_error, save_relative, target_in, token_level,
     token_rights, wopi_base, wopi_time, NameRequest, NewFile, WopiError,
 };
 use crate::discovery::action_url::encode_component;
@@ -45,9 +45,17 @@ impl ContainerSession {
 
 /// Resolves the container a token names and what its session may do there now.
 pub async fn open(app: &AppState, claims: AccessClaims) -> Result<ContainerSession, WopiError> {
-    let key = ids::resolve(app.store.as_ref(), &claims.fid).await?.ok_or(WopiError::NotFound)?;
+    let mut key = ids::resolve(app.store.as_ref(), &claims.fid).await?.ok_or(WopiError::NotFound)?;
     if !is_folder(app, &key).await? {
-        return Err(WopiError::NotFound);
+        // A rename of a folder above may be moving it (its id not yet re-pointed): wait for
+        // its guard, which that rename holds, and look again.
+        let (guard, now) = hold(app, &claims.fid).await?;
+        let there = is_folder(app, &now).await;
+        guard.release().await;
+        if !there? {
+            return Err(WopiError::NotFound);
+        }
+        key = now;
     }
     let (scope, rights) = token_rights(app, &claims, &key, Freshness::Fresh).await?;
     if rights.level == Level::None {
@@ -295,6 +303,7 @@ async fn create_folder_in(app: &AppState, folder: &FileKey, suggested: Option<&s
             let legal = names::legalize(&wanted).unwrap_or_else(|| "New folder".into());
             for candidate in names::candidates(&legal) {
                 let key = child(folder, &candidate)?;
+                fits(app, &key)?;
                 match store.create_folder(&key).await {
                     Ok(()) => return Ok(key),
                     Err(StoreError::Conflict) => continue,
@@ -307,6 +316,7 @@ async fn create_folder_in(app: &AppState, folder: &FileKey, suggested: Option<&s
             let name = header_name(relative, "X-WOPI-RelativeTarget")?;
             names::check(&name).map_err(|e| WopiError::InvalidContainerName(e.to_string()))?;
             let key = child(folder, &name)?;
+            fits(app, &key).map_err(|_| WopiError::InvalidContainerName("the path would be too long for the store".into()))?;
             match store.create_folder(&key).await {
                 Ok(()) => Ok(key),
                 Err(StoreError::Conflict) => Err(WopiError::TargetExists { valid: Some(free_name(app, folder, &name).await?) }),
@@ -361,10 +371,12 @@ pub struct RenamedContainer {
 }
 
 /// RenameContainer: `requested` (UTF-7) is the new name, exactly (400 illegal, 409 taken).
-/// Everything inside moves with it and keeps its id: the guards of the container and of each
-/// folder and file inside that has an id are held (folders before files, ancestors before
-/// descendants, the order every other operation takes guards in), so nothing inside is
-/// changed halfway through the move.
+/// Everything inside moves with it and keeps its id. While it moves, the guards of the container
+/// and of everything inside that has an id are held (folders before files, ancestors before
+/// descendants: the order every other operation takes guards in), so nothing inside changes
+/// halfway; renames of files inside wait their turn (`hold_renames`); every new path is
+/// checked before anything moves, and afterwards each id inside is found by its old path and
+/// pointed at the new one.
 pub async fn rename_container(app: &AppState, c: &ContainerSession, requested: Option<&str>) -> Result<RenamedContainer, WopiError> {
     let requested = requested.ok_or_else(|| WopiError::BadRequest("X-WOPI-RequestedName is required".into()))?;
     let name = header_name(requested, "X-WOPI-RequestedName")?.trim().to_string();
@@ -372,37 +384,35 @@ pub async fn rename_container(app: &AppState, c: &ContainerSession, requested: O
     if c.key.path.is_root() {
         return Err(WopiError::Unauthorized("a user's root container cannot be renamed".into()));
     }
-    let (guard, key) = hold_container(app, c).await?;
-    let mut held = vec![guard];
-    let result = rename_held(app, c, &key, &name, &mut held).await;
-    for guard in held {
-        guard.release().await;
-    }
+    let renames = super::hold_renames(app, &c.key.owner).await?;
+    let result = match hold_container(app, c).await {
+        Ok((guard, key)) => {
+            let mut held = Held { guards: vec![guard], ids: std::collections::HashSet::from([c.claims.fid.clone()]) };
+            let result = rename_held(app, c, &key, &name, &mut held).await;
+            for guard in held.guards {
+                guard.release().await;
+            }
+            result
+        }
+        Err(e) => Err(e),
+    };
+    renames.release().await;
     result
 }
 
-async fn rename_held(
-    app: &AppState,
-    c: &ContainerSession,
-    key: &FileKey,
-    name: &str,
-    held: &mut Vec<FileGuard>,
-) -> Result<RenamedContainer, WopiError> {
-    let store = app.store.as_ref();
-    let parent = parent_of(key);
-    if c.scope.rights(&parent).capped(token_level(&c.claims)).level != Level::Edit || c.rights.level != Level::Edit {
-        return Err(WopiError::Unauthorized("renaming needs edit rights in the parent folder".into()));
-    }
-    let target = child(&parent, name)?;
-    if &target == key {
-        return Ok(RenamedContainer { name: name.to_string() });
-    }
-    // What is inside, breadth first (so ancestors come before descendants), folders then files.
+/// The guards a rename holds, and the ids they are for.
+struct Held {
+    guards: Vec<FileGuard>,
+    ids: std::collections::HashSet<String>,
+}
+
+/// Everything below `folder`: folders breadth first (ancestors before descendants), then files.
+async fn walk(app: &AppState, folder: &FileKey) -> Result<Vec<FileKey>, WopiError> {
     let (mut folders, mut files) = (Vec::new(), Vec::new());
-    let mut queue = std::collections::VecDeque::from([key.clone()]);
-    while let Some(folder) = queue.pop_front() {
-        for (entry_name, entry) in store.list(&folder).await?.unwrap_or_default() {
-            let Ok(inner) = child(&folder, &entry_name) else { continue };
+    let mut queue = std::collections::VecDeque::from([folder.clone()]);
+    while let Some(at) = queue.pop_front() {
+        for (entry_name, entry) in app.store.list(&at).await?.unwrap_or_default() {
+            let Ok(inner) = child(&at, &entry_name) else { continue };
             if folders.len() + files.len() >= MAX_RENAME_ENTRIES {
                 return Err(WopiError::NotImplemented(format!(
                     "renaming a folder with more than {MAX_RENAME_ENTRIES} entries inside; rename it on the platform"
@@ -417,26 +427,77 @@ async fn rename_held(
             }
         }
     }
-    let mut moved = vec![(c.claims.fid.clone(), key.clone())];
-    for inner in folders.into_iter().chain(files) {
-        if let Some(id) = ids::existing_id(store, &inner).await? {
-            held.push(store.lock_file(&id).await?);
-            // Moved or deleted before we held it: then it is not inside any more.
-            if ids::resolve(store, &id).await?.as_ref() == Some(&inner) {
-                moved.push((id, inner));
+    folders.extend(files);
+    Ok(folders)
+}
+
+/// Where `inner` (below `from`) goes when `from` becomes `to`.
+fn relocated(inner: &FileKey, from: &FileKey, to: &FileKey) -> Result<FileKey, WopiError> {
+    let mut segments = to.path.segments().to_vec();
+    segments.extend_from_slice(&inner.path.segments()[from.path.segments().len()..]);
+    let path = crate::uri::RelPath::from_segments(segments)
+        .map_err(|_| WopiError::InvalidContainerName("with that name a path inside would be too long".into()))?;
+    Ok(FileKey { owner: inner.owner.clone(), path })
+}
+
+async fn rename_held(app: &AppState, c: &ContainerSession, key: &FileKey, name: &str, held: &mut Held) -> Result<RenamedContainer, WopiError> {
+    let store = app.store.as_ref();
+    let parent = parent_of(key);
+    if c.scope.rights(&parent).capped(token_level(&c.claims)).level != Level::Edit || c.rights.level != Level::Edit {
+        return Err(WopiError::Unauthorized("renaming needs edit rights in the parent folder".into()));
+    }
+    let target = child(&parent, name)?;
+    if &target == key {
+        return Ok(RenamedContainer { name: name.to_string() });
+    }
+    // Guards of what is inside, until a listing under them shows nothing new: an operation
+    // inside that finished before its guard was taken may have moved or made something. Each
+    // round takes them afresh, in order (folders first, ancestors before descendants), so no
+    // two operations wait for each other.
+    let mut inside = walk(app, key).await?;
+    let mut settled = false;
+    for _ in 0..8 {
+        let mut wanted = Vec::new();
+        for inner in &inside {
+            if let Some(id) = ids::existing_id(store, inner).await? {
+                wanted.push(id);
             }
         }
+        if wanted.iter().all(|id| held.ids.contains(id)) {
+            settled = true;
+            break;
+        }
+        for guard in held.guards.drain(1..).collect::<Vec<_>>() {
+            guard.release().await;
+        }
+        held.ids.retain(|id| id == &c.claims.fid);
+        for id in wanted {
+            if held.ids.insert(id.clone()) {
+                held.guards.push(store.lock_file(&id).await?);
+            }
+        }
+        inside = walk(app, key).await?;
+    }
+    if !settled {
+        return Err(WopiError::Conflict("what is in the folder kept changing while it was being renamed; try again"));
+    }
+    // Every new path must fit before anything moves.
+    for inner in std::iter::once(key).chain(&inside) {
+        let new = relocated(inner, key, &target)?;
+        fits(app, &new).map_err(|_| WopiError::InvalidContainerName("with that name a path inside would be too long".into()))?;
     }
     match store.rename_folder(key, &target).await {
         Ok(()) => {}
         Err(StoreError::Conflict) => return Err(WopiError::Conflict("a file or folder with that name exists")),
         Err(e) => return Err(e.into()),
     }
-    for (id, old) in moved {
-        let mut segments = target.path.segments().to_vec();
-        segments.extend_from_slice(&old.path.segments()[key.path.segments().len()..]);
-        let new = FileKey { owner: old.owner.clone(), path: crate::uri::RelPath::from_segments(segments).map_err(|e| WopiError::InvalidContainerName(e.to_string()))? };
-        ids::moved(store, &id, &old, &new).await?;
+    // Ids follow, each found by its old path (whatever got one, even while we listed).
+    ids::moved(store, &c.claims.fid, key, &target).await?;
+    for new in walk(app, &target).await? {
+        let old = relocated(&new, &target, key)?;
+        if let Some(id) = ids::existing_id(store, &old).await? {
+            ids::moved(store, &id, &old, &new).await?;
+        }
     }
     Ok(RenamedContainer { name: name.to_string() })
 }

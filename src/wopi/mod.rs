@@ -75,7 +75,13 @@ pub enum WopiError {
 impl From<StoreError> for WopiError {
     fn from(e: StoreError) -> Self {
         match e {
-            StoreError::NotFound => WopiError::NotFound,
+            // Outside the user's files (a symlink leading elsewhere) or a symlink loop: as
+            // good as not there, and said no differently.
+            StoreError::NotFound | StoreError::Escape => WopiError::NotFound,
+            StoreError::Io(e) if e.raw_os_error() == Some(libc::ELOOP) => WopiError::NotFound,
+            StoreError::Io(e) if e.raw_os_error() == Some(libc::ENAMETOOLONG) => {
+                WopiError::InvalidFileName("the path is too long for the store".into())
+            }
             StoreError::TooLarge(limit) => WopiError::TooLarge(limit),
             other => WopiError::Store(other),
         }
@@ -768,20 +774,44 @@ where
     let both = || WopiError::BadRequest("send X-WOPI-SuggestedTarget or X-WOPI-RelativeTarget, not both".into());
     let target = target_in(app, &s.scope, &folder, &request.name, names::split(current_name).0, both).await?;
     let source_time = wopi_time(current_meta(app, s).await?.1.modified);
+    // The folder by id: it may be renamed (or deleted) while the body arrives.
+    let folder_id = ids::file_id(app.store.as_ref(), &folder).await?;
     let staged = stage(app, body).await?;
-    let created = match still_may_create(app, s, &folder).await {
-        Ok(()) => save_relative(app, &s.claims, &folder, &staged, target).await,
-        Err(e) => Err(e),
-    };
+    let created = save_into(app, s, &folder_id, &staged, target).await;
     if created.is_err() {
         app.store.discard(staged).await;
     }
-    let (name, new_id) = created?;
+    let (name, new_id, folder) = created?;
     if request.conversion {
         // The original stays as it was; the converted file is a new one beside it.
         tracing::info!(file_id = %s.claims.fid, converted_file_id = %new_id, target_ext = %names::split(&name).1, "file converted");
     }
     new_file(app, &s.claims, &s.scope, &folder, name, new_id, source_time)
+}
+
+/// Commits a Save As into the folder `folder_id` names now, under the folder's guard (as
+/// CreateChildFile, DeleteContainer and RenameContainer take it), so the file lands in the
+/// folder where it is, and never brings back one that was deleted or renamed meanwhile.
+async fn save_into(
+    app: &AppState,
+    s: &FileSession,
+    folder_id: &str,
+    staged: &Staged,
+    target: Target,
+) -> Result<(String, String, FileKey), WopiError> {
+    let (guard, folder) = hold(app, folder_id).await?;
+    let saved = async {
+        let is_folder = folder.path.is_root() || app.store.stat(&folder).await? == Some(Entry::Folder);
+        if !is_folder {
+            return Err(WopiError::NotFound);
+        }
+        still_may_create(app, s, &folder).await?;
+        save_relative(app, &s.claims, &folder, staged, target).await
+    }
+    .await;
+    guard.release().await;
+    let (name, id) = saved?;
+    Ok((name, id, folder))
 }
 
 /// How a new file's name is asked for (PutRelativeFile, CreateChildFile): exactly one of the
@@ -826,6 +856,7 @@ async fn target_in(
                 return Err(WopiError::InvalidTarget { reason: e.to_string(), valid });
             }
             let key = child(folder, &relative)?;
+            fits(app, &key)?;
             match app.store.stat(&key).await? {
                 Some(Entry::Folder) => Err(WopiError::TargetExists { valid: Some(free_name(app, folder, &relative).await?) }),
                 Some(Entry::File(_)) if !overwrite => {
@@ -897,6 +928,7 @@ async fn save_relative(
     let suggested = names.len() > 1;
     for name in names {
         let key = child(folder, &name)?;
+        fits(app, &key)?;
         // Taken already: the next name (a create would be refused anyway).
         if suggested && store.stat(&key).await?.is_some() {
             continue;
@@ -928,6 +960,15 @@ fn child(folder: &FileKey, name: &str) -> Result<FileKey, WopiError> {
     let segment = RelPath::from_segments([name]).map_err(|e| WopiError::InvalidFileName(e.to_string()))?;
     let path = folder.path.join(&segment).map_err(|e| WopiError::InvalidFileName(e.to_string()))?;
     Ok(FileKey { owner: folder.owner.clone(), path })
+}
+
+/// `key` as a place to create or move something to: its path must fit the store (`Store::max_path_bytes`).
+fn fits(app: &AppState, key: &FileKey) -> Result<(), WopiError> {
+    if key.path.as_plain().len() <= app.store.max_path_bytes(&key.owner) {
+        Ok(())
+    } else {
+        Err(WopiError::InvalidFileName("the path would be too long for the store".into()))
+    }
 }
 
 /// The first of `name`, `name (1)`, … that is free in `folder`.
@@ -990,8 +1031,34 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     if stem.is_empty() {
         return Err(WopiError::InvalidFileName(names::NameError::Empty.to_string()));
     }
-    // Under the file's guard, from where the file is now (another rename may have moved it).
-    let (guard, key) = hold(app, &s.claims.fid).await?;
+    // Renames of one user's files and folders take turns (see `hold_renames`), then the file's
+    // guard, from where the file is now (another rename may have moved it).
+    let renames = hold_renames(app, &s.key.owner).await?;
+    let renamed = match hold(app, &s.claims.fid).await {
+        Ok((guard, key)) => {
+            let renamed = rename_held(app, s, &guard, &key, lock, stem).await;
+            guard.release().await;
+            renamed
+        }
+        Err(e) => Err(e),
+    };
+    renames.release().await;
+    renamed
+}
+
+/// The guard that one user's renames (of files and of folders) take first, before any other:
+/// a folder rename re-points the id of everything inside by its path, so a file inside must not
+/// be halfway through its own rename then. Renames are rare; saves and locks never take it.
+pub(crate) async fn hold_renames(app: &AppState, owner: &str) -> Result<FileGuard, WopiError> {
+    let root = FileKey { owner: owner.to_string(), path: RelPath::root() };
+    let store = app.store.as_ref();
+    // The root's id record names a path that never moves; its guard is the user's rename turn.
+    let id = ids::file_id(store, &root).await?;
+    Ok(store.lock_file(&format!("{id}.renames")).await?)
+}
+
+async fn rename_held(app: &AppState, s: &FileSession, guard: &FileGuard, key: &FileKey, lock: Option<&str>, stem: &str) -> Result<Renamed, WopiError> {
+    let key = key.clone();
     // A rename writes a name into the folder: it needs the right to create there, else taken
     // names would show (a single shared file's visitor would learn what its folder holds).
     if !may_rename(s, &key) {
@@ -1016,11 +1083,11 @@ pub async fn rename(app: &AppState, s: &FileSession, lock: Option<&str>, request
     let folder = FileKey { owner: key.owner.clone(), path: key.path.parent() };
     for candidate in names::candidates(&legal) {
         let target = child(&folder, &candidate)?;
-        match app.store.rename(&guard, &key, &target).await {
+        fits(app, &target)?;
+        match app.store.rename(guard, &key, &target).await {
             Ok(()) => {
                 ids::moved(app.store.as_ref(), &s.claims.fid, &key, &target).await?;
                 let meta = stat_file(app, &target).await?;
-                guard.release().await;
                 return Ok(renamed(&candidate, meta));
             }
             Err(StoreError::Conflict) => continue,

@@ -3,6 +3,18 @@
 
 /// Characters no file name may hold here (Windows' set, so names survive a download).
 const ILLEGAL: &[char] = &['/', '\\', ':', '*', '?', '"', '<', '>', '|'];
+/// Invisible formatting characters (Unicode's Cf category, the ones text shows nothing for):
+/// a right-to-left override (U+202E) makes `invoice<U+202E>xcod.docx` read as `invoicecodx.docx`, and zero-width
+/// characters make a name look like another one in the same folder.
+fn is_invisible(c: char) -> bool {
+    matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}'
+        | '\u{2060}'..='\u{2064}' | '\u{2066}'..='\u{206F}' | '\u{FEFF}' | '\u{FFF9}'..='\u{FFFB}')
+}
+
+fn is_illegal(c: char) -> bool {
+    ILLEGAL.contains(&c) || c.is_control() || is_invisible(c)
+}
+
 /// `FileNameMaxLength`: characters, without the extension.
 pub const MAX_STEM_CHARS: usize = 250;
 
@@ -19,6 +31,7 @@ impl std::fmt::Display for NameError {
         match self {
             NameError::Empty => write!(f, "the name is empty"),
             NameError::Illegal(c) if c.is_control() => write!(f, "the name contains a control character"),
+            NameError::Illegal(c) if is_invisible(*c) => write!(f, "the name contains an invisible character (U+{:04X})", *c as u32),
             NameError::Illegal(c) => write!(f, "the name contains '{c}'"),
             NameError::TooLong => write!(f, "the name is longer than {MAX_STEM_CHARS} characters"),
             NameError::Reserved => write!(f, "the name is reserved ('.', '..' or starting with '.')"),
@@ -31,7 +44,7 @@ pub fn check(name: &str) -> Result<(), NameError> {
     if name.trim().is_empty() {
         return Err(NameError::Empty);
     }
-    if let Some(c) = name.chars().find(|c| ILLEGAL.contains(c) || c.is_control()) {
+    if let Some(c) = name.chars().find(|c| is_illegal(*c)) {
         return Err(NameError::Illegal(c));
     }
     if name.starts_with('.') {
@@ -54,7 +67,7 @@ pub fn split(name: &str) -> (&str, &str) {
 /// The closest legal name: illegal characters become `_`, leading dots and surrounding spaces
 /// go, the stem is shortened; `None` when nothing usable is left.
 pub fn legalize(name: &str) -> Option<String> {
-    let cleaned: String = name.chars().map(|c| if ILLEGAL.contains(&c) || c.is_control() { '_' } else { c }).collect();
+    let cleaned: String = name.chars().map(|c| if is_illegal(c) { '_' } else { c }).collect();
     let cleaned = cleaned.trim().trim_start_matches('.').trim().to_string();
     let (stem, ext) = split(&cleaned);
     let ext: String = ext.chars().take(16).collect();
@@ -88,6 +101,13 @@ mod tests {
         assert_eq!(check("a/b.docx"), Err(NameError::Illegal('/')));
         assert_eq!(check("a|b.docx"), Err(NameError::Illegal('|')));
         assert_eq!(check(".hidden"), Err(NameError::Reserved));
+        // Invisible characters that disguise a name (right-to-left override, zero-width space,
+        // byte order mark) are refused, and replaced when a name is made legal.
+        assert_eq!(check("invoice\u{202E}xcod.docx"), Err(NameError::Illegal('\u{202E}')));
+        assert_eq!(check("e\u{200B}.docx"), Err(NameError::Illegal('\u{200B}')));
+        assert!(check("\u{FEFF}").is_err());
+        assert!(NameError::Illegal('\u{202E}').to_string().contains("U+202E"));
+        assert_eq!(legalize("invoice\u{202E}xcod.docx").as_deref(), Some("invoice_xcod.docx"));
         assert_eq!(check("  "), Err(NameError::Empty));
         assert_eq!(check(&format!("{}.docx", "a".repeat(251))), Err(NameError::TooLong));
         assert_eq!(legalize("a/b:c.docx").as_deref(), Some("a_b_c.docx"));

@@ -376,3 +376,127 @@ fn bootstrapper_settings_are_checked_at_start_up() {
     let containers = start(&[("WOPIGATE_CONTAINERS", "maybe")]).unwrap_err();
     assert!(containers.contains("WOPIGATE_CONTAINERS"), "{containers}");
 }
+
+#[tokio::test]
+async fn a_rename_that_would_make_a_path_inside_too_long_moves_nothing() {
+    let app = spawn_app().await;
+    // 16 folders of 250 characters: 4 KB of path below `T`, just under the limits as it is.
+    let deep: Vec<String> = (0..16).map(|i| format!("{i:02}{}", "d".repeat(248))).collect();
+    let rel = format!("T/{}/doc.docx", deep.join("/"));
+    app.put_file("alice", &rel, b"deep");
+    app.put_file("alice", "T/top.docx", b"top");
+    let s = app.session_for("alice", &format!("cloudreve://my/{rel}"), "edit").await;
+    let top = app.session_for("alice", "cloudreve://my/T/top.docx", "edit").await;
+    let t = Pointer::of(&app.ancestors_of_file(&top).await.last().unwrap().clone());
+    let before = snapshot(&app.data);
+    let long = "Z".repeat(250);
+    let r = app.container_op(&t, "RENAME_CONTAINER").header("X-WOPI-RequestedName", &long).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert!(r.headers().get("X-WOPI-InvalidContainerNameError").is_some());
+    let without_guards = |v: Vec<String>| v.into_iter().filter(|p| !p.starts_with(".wopigate/locks/")).collect::<Vec<_>>();
+    assert_eq!(without_guards(snapshot(&app.data)), without_guards(before), "nothing moved");
+    assert_eq!(app.contents(&s).await, (200, b"deep".to_vec()), "the file inside keeps its id");
+    assert_eq!(app.contents(&top).await, (200, b"top".to_vec()));
+    // A creation that would be too long is a 400 too, not a store failure.
+    let deepest = Pointer::of(&app.ancestors_of_file(&s).await.last().unwrap().clone());
+    let r = app.container_op(&deepest, "CREATE_CHILD_CONTAINER").header("X-WOPI-RelativeTarget", "x".repeat(250)).send().await.unwrap();
+    assert_eq!(r.status(), 400);
+}
+
+#[tokio::test]
+async fn symlinks_never_lead_into_another_users_files() {
+    let app = spawn_app().await;
+    app.put_file("bob", "Docs/bob.docx", b"bob's");
+    app.put_file("alice", "SL/mine.docx", b"alice's");
+    std::fs::create_dir_all(app.data.join("alice/Own")).unwrap();
+    std::os::unix::fs::symlink(app.data.join("bob/Docs"), app.data.join("alice/SL/LinkBob")).unwrap();
+    std::os::unix::fs::symlink(app.data.join("alice/Own"), app.data.join("alice/SL/LinkOwn")).unwrap();
+    std::os::unix::fs::symlink(app.data.join("alice/SL/Loop"), app.data.join("alice/SL/Loop")).unwrap();
+    let s = app.session_for("alice", "cloudreve://my/SL/mine.docx", "edit").await;
+    let sl = parent_of(&app, &s).await;
+    let (_, children) = app.get_json(&sl.at("/children")).await;
+    let names: Vec<_> = children["ChildContainers"].as_array().unwrap().iter().map(|c| c["Name"].as_str().unwrap().to_string()).collect();
+    assert!(!names.contains(&"LinkBob".to_string()) && !names.contains(&"Loop".to_string()), "{names:?}");
+    for native in ["cloudreve://my/SL/LinkBob", "cloudreve://my/SL/LinkBob/bob.docx", "cloudreve://my/SL/Loop"] {
+        let r = app.wopi_src(&s.token, native).await;
+        assert_eq!(r.status(), 404, "{native}");
+        let body = r.text().await.unwrap();
+        assert!(!body.contains("outside") && !body.contains("symbolic"), "the answer says nothing of links: {body}");
+    }
+    // A link to one of her own folders is listed, but is not moved or deleted through.
+    let own = Pointer::of(children["ChildContainers"].as_array().unwrap().iter().find(|c| c["Name"] == "LinkOwn").expect("LinkOwn listed"));
+    let r = app.container_op(&own, "RENAME_CONTAINER").header("X-WOPI-RequestedName", "Moved").send().await.unwrap();
+    assert_eq!(r.status(), 404);
+    assert_eq!(app.container_op(&own, "DELETE_CONTAINER").send().await.unwrap().status(), 404);
+    assert!(app.data.join("alice/Own").is_dir() && app.data.join("bob/Docs/bob.docx").exists());
+}
+
+/// A request body that arrives in two parts: the first at once, the rest when `release` says.
+fn held_body(first: &'static [u8], rest: &'static [u8]) -> (reqwest::Body, tokio::sync::oneshot::Sender<()>) {
+    let (release, released) = tokio::sync::oneshot::channel::<()>();
+    let stream = futures_util::stream::unfold((Some(first), Some(released), rest), |(first, released, rest)| async move {
+        if let Some(first) = first {
+            return Some((Ok::<_, std::io::Error>(bytes::Bytes::from_static(first)), (None, released, rest)));
+        }
+        let released = released?;
+        let _ = released.await;
+        Some((Ok(bytes::Bytes::from_static(rest)), (None, None, rest)))
+    });
+    (reqwest::Body::wrap_stream(stream), release)
+}
+
+#[tokio::test]
+async fn a_save_as_during_a_folder_rename_or_delete_lands_where_the_folder_is_now() {
+    let app = spawn_app().await;
+    app.put_file("alice", "RaceA/a.docx", b"a");
+    app.put_file("alice", "Keep/src.docx", b"src");
+    std::fs::create_dir_all(app.data.join("alice/EmptyF")).unwrap();
+    let s = app.session_for("alice", "cloudreve://my/RaceA/a.docx", "edit").await;
+    let race_a = parent_of(&app, &s).await;
+
+    // Rename while the Save As body is still arriving: the copy goes to the renamed folder.
+    let (body, release) = held_body(b"saved ", b"copy");
+    let save_as = app.op(&s, "PUT_RELATIVE").header("X-WOPI-RelativeTarget", "saved.docx").body(body).send();
+    let save_as = tokio::spawn(save_as);
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let r = app.container_op(&race_a, "RENAME_CONTAINER").header("X-WOPI-RequestedName", "RaceB").send().await.unwrap();
+    assert_eq!(r.status(), 200);
+    release.send(()).unwrap();
+    let r = save_as.await.unwrap().unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(!app.data.join("alice/RaceA").exists(), "the old folder does not come back");
+    assert_eq!(std::fs::read(app.data.join("alice/RaceB/saved.docx")).unwrap(), b"saved copy");
+
+    // Delete while a Save As into that (empty) folder is arriving: the folder stays deleted.
+    let jwt = caller_jwt("alice", "Alice");
+    let e = app
+        .session(json!({"uri": "cloudreve://my/Keep/src.docx", "viewer_id": COLLABORA, "preferred_action": "edit", "parent_uri": "cloudreve://my/EmptyF"}), Some(&jwt))
+        .await;
+    let keep = Session::from_envelope(&e);
+    let r = app.wopi_src(&keep.token, "cloudreve://my/EmptyF").await;
+    let empty = Pointer::of(&r.json::<Value>().await.unwrap());
+    let (body, release) = held_body(b"into ", b"the void");
+    let save_as = tokio::spawn(app.op(&keep, "PUT_RELATIVE").header("X-WOPI-SuggestedTarget", ".docx").body(body).send());
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert_eq!(app.container_op(&empty, "DELETE_CONTAINER").send().await.unwrap().status(), 200);
+    release.send(()).unwrap();
+    let r = save_as.await.unwrap().unwrap();
+    assert_eq!(r.status(), 404, "the folder is gone");
+    assert!(!app.data.join("alice/EmptyF").exists(), "a deleted folder does not come back");
+}
+
+#[tokio::test]
+async fn names_that_disguise_themselves_are_refused() {
+    let app = spawn_app().await;
+    app.put_file("alice", "Docs/e.docx", b"e");
+    let s = app.session_for("alice", "cloudreve://my/Docs/e.docx", "edit").await;
+    let docs = parent_of(&app, &s).await;
+    // UTF-7 for a right-to-left override and for a zero-width space.
+    for name in ["invoice+IC4-xcod.docx", "e+IAs-.docx"] {
+        let r = app.container_op(&docs, "CREATE_CHILD_FILE").header("X-WOPI-RelativeTarget", name).send().await.unwrap();
+        assert_eq!(r.status(), 400, "{name}");
+    }
+    let r = app.container_op(&docs, "CREATE_CHILD_CONTAINER").header("X-WOPI-RelativeTarget", "a+IC4-b").send().await.unwrap();
+    assert_eq!(r.status(), 400);
+    assert_eq!(std::fs::read_dir(app.data.join("alice/Docs")).unwrap().count(), 1, "nothing created");
+}

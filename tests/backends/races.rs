@@ -463,6 +463,45 @@ async fn save_vs_container_rename(rig: &Rig) {
     }
 }
 
+/// RenameFile of a file inside a folder vs RenameContainer of that folder: both happen, and the
+/// file keeps its id under its new name in the renamed folder.
+async fn file_rename_vs_container_rename(rig: &Rig) {
+    for round in 0..ROUNDS / 2 {
+        rig.seed(&format!("racer/fc{round}/Folder/doc.docx"), b"content").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/fc{round}/Folder/doc.docx")).await;
+        let (folder, folder_token) = rig.parent_container(&fid, &token).await;
+        let rename = rig.container_op(round + 1, &folder, &folder_token, &[("X-WOPI-Override", "RENAME_CONTAINER"), ("X-WOPI-RequestedName", "Moved")]);
+        let (file, (container, _)) = race(rig.rename(round, &fid, &token, None, "renamed"), rename).await;
+        no_server_error(round, "file rename vs container rename", &[file, container]);
+        assert_eq!((file, container), (200, 200), "round {round}");
+        assert_eq!(rig.get(&fid, &token).await, (200, b"content".to_vec()), "round {round}: the file keeps its id");
+        assert_eq!(rig.base_name(&fid, &token).await.as_deref(), Some("renamed.docx"), "round {round}");
+        assert_eq!(rig.names(&format!("racer/fc{round}/Moved")).await, ["renamed.docx"], "round {round}");
+    }
+}
+
+/// RenameContainer of a folder vs RenameContainer of its parent: both happen; the file inside
+/// keeps its id, and so does the inner folder.
+async fn nested_container_renames(rig: &Rig) {
+    for round in 0..ROUNDS / 4 {
+        rig.seed(&format!("racer/nc{round}/Outer/Inner/doc.docx"), b"content").await;
+        let (token, fid) = rig.session(round, &format!("cloudreve://my/nc{round}/Outer/Inner/doc.docx")).await;
+        let (inner, inner_token) = rig.parent_container(&fid, &token).await;
+        let r = rig.client.get(rig.replica(0).url(&format!("/wopi/containers/{inner}/ancestry?access_token={inner_token}"))).send().await.unwrap();
+        let ancestry: Value = r.json().await.unwrap();
+        let (outer, outer_token) = pointer_of(ancestry["AncestorsWithRootFirst"].as_array().unwrap().last().unwrap()["Url"].as_str().unwrap());
+        let a = rig.container_op(round, &inner, &inner_token, &[("X-WOPI-Override", "RENAME_CONTAINER"), ("X-WOPI-RequestedName", "Inner2")]);
+        let b = rig.container_op(round + 1, &outer, &outer_token, &[("X-WOPI-Override", "RENAME_CONTAINER"), ("X-WOPI-RequestedName", "Outer2")]);
+        let ((a, _), (b, _)) = race(a, b).await;
+        no_server_error(round, "nested container renames", &[a, b]);
+        assert_eq!((a, b), (200, 200), "round {round}");
+        assert_eq!(rig.get(&fid, &token).await, (200, b"content".to_vec()), "round {round}: the file keeps its id");
+        assert_eq!(rig.names(&format!("racer/nc{round}/Outer2/Inner2")).await, ["doc.docx"], "round {round}");
+        let r = rig.client.get(rig.replica(1).url(&format!("/wopi/containers/{inner}?access_token={inner_token}"))).send().await.unwrap();
+        assert_eq!(r.json::<Value>().await.unwrap()["Name"], "Inner2", "round {round}: the inner folder keeps its id");
+    }
+}
+
 /// CreateChildFile in an empty folder vs DeleteContainer of it: one runs first. Either the file
 /// was created and the delete refused (409), or the folder went and the create found nothing.
 async fn create_vs_delete_container(rig: &Rig) {
@@ -489,6 +528,8 @@ async fn create_vs_delete_container(rig: &Rig) {
 
 async fn all_races(rig: Rig) {
     save_vs_container_rename(&rig).await;
+    file_rename_vs_container_rename(&rig).await;
+    nested_container_renames(&rig).await;
     create_vs_delete_container(&rig).await;
     save_vs_rename(&rig).await;
     save_vs_delete(&rig).await;
