@@ -9,10 +9,8 @@
 
 use serde::Serialize;
 
-use super::{
-    child, fits, free_name, header_name, hold, mint_for, names, new_file, policy_error, save_relative, target_in, token_level,
-    token_rights, wopi_base, wopi_time, NameRequest, NewFile, WopiError,
-};
+use super::new_files::{child, fits, free_name, new_file, save_relative, target_in, NameRequest, NewFile};
+use super::{header_name, hold, mint_for, names, policy_error, token_level, token_rights, wopi_base, wopi_time, WopiError};
 use crate::discovery::action_url::encode_component;
 use crate::policy::{Freshness, Level, Rights, Scope};
 use crate::state::AppState;
