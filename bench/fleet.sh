@@ -5,6 +5,11 @@
 #
 #   bench/fleet.sh            full run (release build; at most about 15 minutes)
 #   bench/fleet.sh --smoke    seconds-long run on the test build; fails on any error response
+#   bench/fleet.sh [--smoke] OPTIONS…   options of examples/fleet.rs on top (--steps 100,200 …;
+#                             `target/release/examples/fleet --help` lists them)
+#
+# Garage's and the local store's data go to the temporary directory: TMPDIR=/dev/shm puts them
+# on tmpfs (no disk latency in the figures; BENCHMARKS.md says when that was done).
 #
 # Needs Garage and redis-server: WOPIGATE_TEST_GARAGE / WOPIGATE_TEST_REDIS_SERVER, else
 # target/tools/bin/garage (scripts/test.sh builds it) and redis-server on PATH.
@@ -12,7 +17,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 SMOKE=0
-[ "${1:-}" = "--smoke" ] && SMOKE=1
+if [ "${1:-}" = "--smoke" ]; then SMOKE=1; shift; fi
 
 export WOPIGATE_TEST_GARAGE="${WOPIGATE_TEST_GARAGE:-$PWD/target/tools/bin/garage}"
 export WOPIGATE_TEST_REDIS_SERVER="${WOPIGATE_TEST_REDIS_SERVER:-$(command -v redis-server || true)}"
@@ -33,6 +38,6 @@ else
   ARGS=(--out target/fleet-results.md)
 fi
 echo "machine: $(nproc) cores, load: $(uptime | sed 's/.*load average/load average/')" >&2
-"target/$OUT/examples/fleet" --wopigate "target/$OUT/wopigate" "${ARGS[@]}" >/dev/null
+"target/$OUT/examples/fleet" --wopigate "target/$OUT/wopigate" "${ARGS[@]}" "$@" >/dev/null
 echo "load after: $(uptime | sed 's/.*load average/load average/')" >&2
 if [ "$SMOKE" = 1 ]; then cat target/fleet-smoke.md; else cat target/fleet-results.md; fi
