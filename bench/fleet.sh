@@ -38,6 +38,6 @@ else
   ARGS=(--out target/fleet-results.md)
 fi
 echo "machine: $(nproc) cores, load: $(uptime | sed 's/.*load average/load average/')" >&2
-"target/$OUT/examples/fleet" --wopigate "target/$OUT/wopigate" "${ARGS[@]}" "$@" >/dev/null
+# Prints the results (also written to --out).
+"target/$OUT/examples/fleet" --wopigate "target/$OUT/wopigate" "${ARGS[@]}" "$@"
 echo "load after: $(uptime | sed 's/.*load average/load average/')" >&2
-if [ "$SMOKE" = 1 ]; then cat target/fleet-smoke.md; else cat target/fleet-results.md; fi

@@ -162,6 +162,8 @@ struct Ctx {
     args: Args,
     recorder: Mutex<Recorder>,
     stop: watch::Receiver<bool>,
+    /// The bucket, for S3's floor (S3 topology only).
+    bucket: Option<object_store::aws::AmazonS3>,
 }
 
 impl Ctx {
@@ -396,6 +398,31 @@ async fn disk_floor(doc: Bytes, mut stop: watch::Receiver<bool>) -> Vec<u32> {
     }
 }
 
+/// The machine's busy and stolen CPU seconds so far, from /proc/stat.
+fn machine_seconds() -> (f64, f64) {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat.lines().next().unwrap_or("").split_whitespace().skip(1).filter_map(|v| v.parse().ok()).collect();
+    let field = |i: usize| ticks.get(i).copied().unwrap_or(0.0);
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    // user nice system idle iowait irq softirq steal
+    ((field(0) + field(1) + field(2) + field(5) + field(6)) / hz, field(7) / hz)
+}
+
+/// S3's floor: one PUT of a document straight to the bucket (no wopigate), every 100 ms until
+/// `stop`; the latencies in µs.
+async fn s3_floor(bucket: object_store::aws::AmazonS3, doc: Bytes, mut stop: watch::Receiver<bool>) -> Vec<u32> {
+    let key = object_store::path::Path::from("fleet-floor/probe");
+    let mut samples = Vec::new();
+    loop {
+        let started = Instant::now();
+        if bucket.put(&key, PutPayload::from(doc.clone())).await.is_ok() {
+            samples.push(started.elapsed().as_micros().min(u32::MAX as u128) as u32);
+        }
+        tokio::select! { _ = sleep(Duration::from_millis(100)) => {}, _ = stop.changed() => return samples }
+    }
+}
+
 /// A process whose CPU and memory are measured.
 #[derive(Clone)]
 struct Watched {
@@ -517,13 +544,19 @@ impl Seeder {
 
 struct StepResult {
     n: usize,
+    /// The second window at this N (the first failed).
+    again: bool,
     rps: f64,
     latencies: BTreeMap<Op, (f64, f64, usize)>,
     errors: usize,
     lag_p99_ms: f64,
     /// The disk's floor over the window: p50, p99 in ms.
     disk: (f64, f64),
+    /// S3's floor (a PUT straight to Garage): p50, p99 in ms; `None` on the local store.
+    s3: Option<(f64, f64)>,
     cpu: Vec<(String, f64, f64)>,
+    /// The whole machine: cores busy (every process), cores stolen by the hypervisor.
+    machine: (f64, f64),
     passed: bool,
 }
 
@@ -583,6 +616,78 @@ async fn local_topology(args: &Args, http: &reqwest::Client) -> Topology {
     }
 }
 
+/// One measured window at `n` open documents.
+async fn measure(ctx: &Ctx, watched: &[Watched], n: usize, again: bool) -> StepResult {
+    let before: Vec<f64> = watched.iter().map(|w| cpu_seconds(w.pid)).collect();
+    let (busy0, steal0) = machine_seconds();
+    ctx.recorder.lock().unwrap().measuring = true;
+    let started = Instant::now();
+    let (floor_stop, floor_rx) = watch::channel(false);
+    let floor = tokio::spawn(disk_floor(ctx.doc.clone(), floor_rx.clone()));
+    let s3 = ctx.bucket.clone().map(|bucket| tokio::spawn(s3_floor(bucket, ctx.doc.clone(), floor_rx)));
+    sleep(Duration::from_secs_f64(ctx.args.steady)).await;
+    let _ = floor_stop.send(true);
+    let mut disk = floor.await.unwrap_or_default();
+    disk.sort_unstable();
+    let s3 = match s3 {
+        Some(task) => {
+            let mut v = task.await.unwrap_or_default();
+            v.sort_unstable();
+            Some((percentile(&v, 0.5), percentile(&v, 0.99)))
+        }
+        None => None,
+    };
+    let (latencies, errors, mut lag, unmeasured) = {
+        let mut r = ctx.recorder.lock().unwrap();
+        r.measuring = false;
+        r.take()
+    };
+    let secs = started.elapsed().as_secs_f64();
+    let (busy1, steal1) = machine_seconds();
+    let cpu = watched
+        .iter()
+        .zip(&before)
+        .map(|(w, b)| (w.name.clone(), (cpu_seconds(w.pid) - b) / secs, rss_mib(w.pid)))
+        .collect();
+    let requests: usize = latencies.values().map(Vec::len).sum::<usize>() + errors.values().sum::<usize>();
+    let summary: BTreeMap<Op, (f64, f64, usize)> = latencies
+        .into_iter()
+        .map(|(op, mut v)| {
+            v.sort_unstable();
+            (op, (percentile(&v, 0.5), percentile(&v, 0.99), v.len()))
+        })
+        .collect();
+    lag.sort_unstable();
+    let errors = errors.values().sum::<usize>() + unmeasured;
+    // A p99 of fewer than 100 samples is their maximum: shown, not judged.
+    let passed = errors == 0 && summary.values().all(|(_, p99, count)| *p99 < ctx.args.p99_ms || *count < MIN_SAMPLES);
+    StepResult {
+        n,
+        again,
+        rps: requests as f64 / secs,
+        latencies: summary,
+        errors,
+        lag_p99_ms: percentile(&lag, 0.99),
+        disk: (percentile(&disk, 0.5), percentile(&disk, 0.99)),
+        s3,
+        cpu,
+        machine: ((busy1 - busy0) / secs, (steal1 - steal0) / secs),
+        passed,
+    }
+}
+
+fn report_step(topology: &str, step: &StepResult) {
+    eprintln!(
+        "fleet: {topology}: N={}{}: {:.0} req/s, errors {}, worst p99 {:.1} ms, {}",
+        step.n,
+        if step.again { " (again)" } else { "" },
+        step.rps,
+        step.errors,
+        step.latencies.values().map(|l| l.1).fold(0.0, f64::max),
+        if step.passed { "passed" } else { "FAILED" }
+    );
+}
+
 /// Grows the fleet step by step on one topology until a step fails.
 async fn run_topology(args: &Args, topology: &Topology, http: reqwest::Client) -> (Vec<StepResult>, usize) {
     let mut doc = vec![0u8; args.size];
@@ -597,6 +702,10 @@ async fn run_topology(args: &Args, topology: &Topology, http: reqwest::Client) -
         args: args.clone(),
         recorder: Mutex::new(Recorder::default()),
         stop,
+        bucket: match &topology.seeder {
+            Seeder::S3(bucket, _) => Some(bucket.clone()),
+            Seeder::Local(_) => None,
+        },
     });
     let mut watched = topology.watched.clone();
     watched.push(Watched { name: "driver (this benchmark)".into(), pid: std::process::id() });
@@ -616,56 +725,16 @@ async fn run_topology(args: &Args, topology: &Topology, http: reqwest::Client) -
         }
         // One more second so the last opens finish before the window.
         sleep(Duration::from_secs_f64(args.ramp + 1.0)).await;
-        let before: Vec<f64> = watched.iter().map(|w| cpu_seconds(w.pid)).collect();
-        ctx.recorder.lock().unwrap().measuring = true;
-        let started = Instant::now();
-        let (floor_stop, floor_rx) = watch::channel(false);
-        let floor = tokio::spawn(disk_floor(doc.clone(), floor_rx));
-        sleep(Duration::from_secs_f64(args.steady)).await;
-        let _ = floor_stop.send(true);
-        let mut disk = floor.await.unwrap_or_default();
-        disk.sort_unstable();
-        let (latencies, errors, mut lag, unmeasured) = {
-            let mut r = ctx.recorder.lock().unwrap();
-            r.measuring = false;
-            r.take()
-        };
-        let secs = started.elapsed().as_secs_f64();
-        let cpu = watched
-            .iter()
-            .zip(&before)
-            .map(|(w, b)| (w.name.clone(), (cpu_seconds(w.pid) - b) / secs, rss_mib(w.pid)))
-            .collect();
-        let requests: usize = latencies.values().map(Vec::len).sum::<usize>() + errors.values().sum::<usize>();
-        let summary: BTreeMap<Op, (f64, f64, usize)> = latencies
-            .into_iter()
-            .map(|(op, mut v)| {
-                v.sort_unstable();
-                (op, (percentile(&v, 0.5), percentile(&v, 0.99), v.len()))
-            })
-            .collect();
-        lag.sort_unstable();
-        let errors = errors.values().sum::<usize>() + unmeasured;
-        // A p99 of fewer than 100 samples is their maximum: shown, not judged.
-        let passed = errors == 0 && summary.values().all(|(_, p99, count)| *p99 < args.p99_ms || *count < MIN_SAMPLES);
-        let step = StepResult {
-            n,
-            rps: requests as f64 / secs,
-            latencies: summary,
-            errors,
-            lag_p99_ms: percentile(&lag, 0.99),
-            disk: (percentile(&disk, 0.5), percentile(&disk, 0.99)),
-            cpu,
-            passed,
-        };
-        eprintln!(
-            "fleet: {}: N={n}: {:.0} req/s, errors {}, worst p99 {:.1} ms, {}",
-            topology.name,
-            step.rps,
-            step.errors,
-            step.latencies.values().map(|l| l.1).fold(0.0, f64::max),
-            if passed { "passed" } else { "FAILED" }
-        );
+        let mut step = measure(&ctx, &watched, n, false).await;
+        if !step.passed && step.errors == 0 {
+            // This machine is shared: one window can fail on another job's burst. A step fails
+            // when a second window at the same N fails too; both are reported.
+            report_step(&topology.name, &step);
+            results.push(step);
+            step = measure(&ctx, &watched, n, true).await;
+        }
+        report_step(&topology.name, &step);
+        let passed = step.passed;
         results.push(step);
         if !passed {
             break;
@@ -686,7 +755,7 @@ fn report(args: &Args, topology: &Topology, results: &[StepResult], total_errors
          samples is their maximum, in brackets, and not judged).\n\n| operation |"
     );
     for r in results {
-        out += &format!(" N={} |", r.n);
+        out += &format!(" N={}{} |", r.n, if r.again { " again" } else { "" });
     }
     out += "\n|---|";
     out += &"---|".repeat(results.len());
@@ -714,13 +783,22 @@ fn report(args: &Args, topology: &Topology, results: &[StepResult], total_errors
     out += &row("driver timer lag p99 (ms)", &|r| format!("{:.1}", r.lag_p99_ms));
     let floor = format!("floor: {} KiB write + fsync on the stores' disk, p50 / p99 (ms)", args.size / 1024);
     out += &row(&floor, &|r| format!("{:.1} / {:.1}", r.disk.0, r.disk.1));
+    if results.iter().any(|r| r.s3.is_some()) {
+        let floor = format!("floor: {} KiB PUT straight to Garage, p50 / p99 (ms)", args.size / 1024);
+        out += &row(&floor, &|r| r.s3.map_or("–".into(), |(p50, p99)| format!("{p50:.1} / {p99:.1}")));
+    }
     for (i, (name, _, _)) in results.first().map(|r| r.cpu.clone()).unwrap_or_default().iter().enumerate() {
         out += &row(&format!("{name}: CPU cores / RSS MiB"), &|r| format!("{:.2} / {:.0}", r.cpu[i].1, r.cpu[i].2));
     }
     let replicas = topology.replicas.len();
+    out += &row("whole machine: cores busy / stolen by the hypervisor", &|r| format!("{:.2} / {:.2}", r.machine.0, r.machine.1));
+    out += &row("other processes (not measured above): cores", &|r| {
+        format!("{:.2}", (r.machine.0 - r.cpu.iter().map(|c| c.1).sum::<f64>()).max(0.0))
+    });
     out += &row("wopigate CPU cores, all replicas", &|r| format!("{:.2}", r.cpu.iter().take(replicas).map(|c| c.1).sum::<f64>()));
     out += &row(&format!("p99 < {} ms and no errors", args.p99_ms), &|r| if r.passed { "yes".into() } else { "**no**".into() });
-    let best = results.iter().take_while(|r| r.passed).last();
+    // The loop stops at the first N whose every window failed: each passing window is below it.
+    let best = results.iter().filter(|r| r.passed).last();
     match best {
         Some(r) => {
             let cores: f64 = r.cpu.iter().take(replicas).map(|c| c.1).sum();
