@@ -9,9 +9,11 @@
 //!
 //! For each N of `--steps` the fleet grows to N open documents (the new ones open over
 //! `--ramp` seconds), then runs `--steady` seconds, over which it measures latency per
-//! operation, errors, and CPU/RSS of every process. A topology stops growing at the first step
-//! with an error or a p99 of `--p99-ms` or more. Topologies: three replicas on S3 (Garage) +
-//! Redis locks, and one replica on the local store.
+//! operation, errors, CPU/RSS of every process, the machine's busy and stolen CPU, and the disk's
+//! and S3's own floors. A topology stops growing at the first step with an error response, or
+//! with a p99 of `--p99-ms` or more (of an operation with at least 100 samples) in two windows in
+//! a row (this machine is shared: one window can fail on another job's burst). Topologies: three
+//! replicas on S3 (Garage) + Redis locks, and one replica on the local store.
 //!
 //!     cargo run --release --example fleet -- --wopigate target/release/wopigate --out target/fleet-results.md
 
