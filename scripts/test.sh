@@ -101,6 +101,9 @@ python3 scripts/check_compose.py
 phase "benchmark smoke run (bench/run.sh --smoke, on the test build; the real figures are in BENCHMARKS.md)"
 bench/run.sh --smoke
 
+phase "fleet benchmark smoke run (bench/fleet.sh --smoke: simulated Collabora clients, 3 replicas on S3 + Redis and 1 on the local store; fails on any error response)"
+bench/fleet.sh --smoke
+
 phase "summary"
 # One line per suite, each with its own counts (nothing added across suites).
 cargo_passed=$(grep -Eo 'test result: ok\. [0-9]+ passed' target/test-output.txt | awk '{s+=$4} END {print s+0}')
@@ -112,7 +115,7 @@ for file in target/conformance-output.txt target/conformance-s3-redis.txt; do
 done
 grep -E '^api-test' target/api-test-output.txt | sed 's/^/  /'
 echo "browser test: $(grep -Eo 'ℹ pass [0-9]+' target/browser-output.txt | awk '{print $3}') passed, $(grep -Eo 'ℹ fail [0-9]+' target/browser-output.txt | awk '{print $3}') failed"
-echo "deployment checks and benchmark smoke run: passed"
+echo "deployment checks and benchmark smoke runs (bench/run.sh, bench/fleet.sh): passed"
 phase ""
 echo
 echo "phase durations:"
