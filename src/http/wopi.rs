@@ -567,7 +567,9 @@ impl ResponseError for WopiError {
 
     fn error_response(&self) -> HttpResponse {
         let status = self.status_code();
-        if status.is_server_error() {
+        // 501 is WOPI's "not supported here" (an override, a URL type): a refusal, not a failure.
+        let failed = status.is_server_error() && status != StatusCode::NOT_IMPLEMENTED;
+        if failed {
             tracing::error!(error = %self, "WOPI request failed");
         } else {
             tracing::info!(status = status.as_u16(), error = %self, "WOPI request refused");
@@ -599,7 +601,7 @@ impl ResponseError for WopiError {
             }
             _ => {}
         }
-        if status.is_server_error() {
+        if failed {
             let detail = match self {
                 WopiError::Proof(reason) => format!("proof check failed: {reason}"),
                 _ => "internal error".to_string(),

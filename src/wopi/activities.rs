@@ -189,6 +189,14 @@ pub async fn keep(store: &dyn Store, file_id: &str, new: &[Activity]) -> Result<
     Err(StoreError::Io(std::io::Error::other("concurrent activity writes did not settle")))
 }
 
+/// Whether two GUIDs are the same in whatever spelling (case, braces, `urn:uuid:`, no hyphens).
+fn same_id(a: &str, b: &str) -> bool {
+    match (uuid::Uuid::try_parse(a), uuid::Uuid::try_parse(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a.eq_ignore_ascii_case(b),
+    }
+}
+
 /// One of a fixed set of in-process locks, chosen by the file id (bounded: no map to grow).
 fn stripe(file_id: &str) -> &'static tokio::sync::Mutex<()> {
     static STRIPES: [tokio::sync::Mutex<()>; 64] = [const { tokio::sync::Mutex::const_new(()) }; 64];
@@ -198,7 +206,9 @@ fn stripe(file_id: &str) -> &'static tokio::sync::Mutex<()> {
 
 impl Stored {
     fn add(&mut self, new: &[Activity]) {
-        self.activities.retain(|old| !new.iter().any(|n| n.id.eq_ignore_ascii_case(&old.id)));
+        // A retry replaces the user's own activity; the same id from someone else replaces
+        // nothing of theirs (ids are the client's: anyone can send any).
+        self.activities.retain(|old| !new.iter().any(|n| same_id(&n.id, &old.id) && n.user_id == old.user_id));
         self.activities.extend_from_slice(new);
         let excess = self.activities.len().saturating_sub(KEEP);
         self.activities.drain(..excess);
@@ -234,7 +244,7 @@ fn parse(body: &[u8], user_id: &str, user_name: &str, now: DateTime<Utc>) -> Res
         if uuid::Uuid::try_parse(id).is_err() {
             return Err(bad(format!("{at}.Id must be a GUID")));
         }
-        if out.iter().any(|(seen, _)| seen.eq_ignore_ascii_case(id)) {
+        if out.iter().any(|(seen, _)| same_id(seen, id)) {
             return Err(bad(format!("{at}.Id repeats an earlier activity's")));
         }
         let kind = text(fields, "Type", MAX_NAME, &at)?.ok_or_else(|| bad(format!("{at}.Type is required")))?;
@@ -385,6 +395,24 @@ mod tests {
             is_reply: None,
             people: vec![],
         }
+    }
+
+    #[test]
+    fn an_id_replaces_only_its_own_users_activity_in_any_spelling() {
+        let id = "9c13c833-0000-4000-8000-000000000001";
+        let mut stored = Stored::default();
+        stored.add(&[activity(id, 0)]);
+        // Someone else's activity with the same id: kept beside, not in place of, the first.
+        let theirs = Activity { user_id: "mallory".into(), comment_text: Some("replaced".into()), ..activity(id, 0) };
+        stored.add(&[theirs]);
+        assert_eq!(stored.activities.len(), 2);
+        assert!(stored.activities.iter().any(|a| a.user_id == "u" && a.comment_text.as_deref() == Some("")));
+        // The user's own retry, spelt with braces and capitals, replaces their copy.
+        stored.add(&[activity("{9C13C833-0000-4000-8000-000000000001}", 0)]);
+        assert_eq!(stored.activities.iter().filter(|a| a.user_id == "u").count(), 1);
+        assert!(same_id(id, "urn:uuid:9c13c833-0000-4000-8000-000000000001"));
+        assert!(same_id(id, "9C13C833000040008000000000000001"));
+        assert!(!same_id(id, "9c13c833-0000-4000-8000-000000000002"));
     }
 
     #[test]

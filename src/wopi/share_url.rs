@@ -18,6 +18,11 @@ use crate::token::AccessClaims;
 
 /// Why `claims`' user may not create a `kind` link of `target` now; `None`: they may.
 fn refusal(scope: &Scope, claims: &AccessClaims, target: &FileKey, kind: ShareKind) -> Option<&'static str> {
+    // A link to a user's root would open every file they have, to anyone, for good: a client
+    // holding a token for one document must not be able to make one.
+    if target.path.is_root() {
+        return Some("a user's root folder is not shared by link; share a folder inside it");
+    }
     if !scope.rights(target).owner {
         return Some("only the owner may create share links");
     }

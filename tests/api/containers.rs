@@ -128,6 +128,15 @@ async fn an_owner_browses_creates_renames_and_deletes_folders() {
     let root = Pointer::of(&app.ancestors_of_file(&s).await[0]);
     let (_, root_info) = app.get_json(&root.url).await;
     assert_eq!((root_info["UserCanDelete"].clone(), root_info["UserCanRename"].clone()), (json!(false), json!(false)));
+    // Nor shared by link: a token for one document must not open the whole account to anyone.
+    assert_eq!(root_info["SupportedShareUrlTypes"], json!([]));
+    for kind in ["ReadOnly", "ReadWrite"] {
+        let r = app.container_op(&root, "GET_SHARE_URL").header("X-WOPI-UrlType", kind).send().await.unwrap();
+        assert_eq!(r.status(), 501, "{kind}");
+    }
+    assert!(!app.data.join(".wopigate/objects/shares").exists() || std::fs::read_dir(app.data.join(".wopigate/objects/shares")).unwrap().count() == 0);
+    let (_, q3_again) = app.get_json(&q3.url).await;
+    assert_eq!(q3_again["SupportedShareUrlTypes"], json!(["ReadOnly", "ReadWrite"]), "a folder inside may be shared");
     assert_eq!(app.container_op(&root, "DELETE_CONTAINER").send().await.unwrap().status(), 409);
     assert_eq!(app.container_op(&root, "RENAME_CONTAINER").header("X-WOPI-RequestedName", "x").send().await.unwrap().status(), 401);
     assert!(app.data.join("alice/Projects").is_dir());
