@@ -54,12 +54,14 @@ count() { # tool n url cmd...
   local p; p=$(port)
   local cmd=("${@//\{PORT\}/$p}")
   url=${url//\{PORT\}/$p}
+  # The server's own address (wopigate reads it from the environment; the floor ignores it).
+  local at=(env "WOPIGATE_BIND=127.0.0.1:$p" "WOPIGATE_PUBLIC_URL=http://127.0.0.1:$p")
   case $tool in
     ir)
-      valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${cmd[@]}" >/dev/null 2>"$WORK/tool.err" &
+      "${at[@]}" valgrind --tool=callgrind --callgrind-out-file="$WORK/cg.out" "${cmd[@]}" >/dev/null 2>"$WORK/tool.err" &
       ;;
     sys)
-      strace -f -c -o "$WORK/strace.out" "${cmd[@]}" >/dev/null 2>"$WORK/tool.err" &
+      "${at[@]}" strace -f -c -o "$WORK/strace.out" "${cmd[@]}" >/dev/null 2>"$WORK/tool.err" &
       ;;
   esac
   local pid=$!
@@ -86,7 +88,7 @@ per_request() { # tool url cmd...
 # wopigate: a second process on the same data directory and settings as bench/run.sh's (the URL's
 # port is swapped for the new one).
 WOPI_URL=$(python3 -c 'import sys,urllib.parse as u; p=u.urlparse(sys.argv[1]); print(p._replace(netloc="127.0.0.1:{PORT}").geturl())' "$CFI_URL")
-WOPI_CMD=(env WOPIGATE_BIND=127.0.0.1:{PORT} WOPIGATE_PUBLIC_URL=http://127.0.0.1:{PORT} "$BIN" serve)
+WOPI_CMD=("$BIN" serve)
 FLOOR_CMD=("$FLOOR" 127.0.0.1:{PORT} "$CFI_SIZE")
 FLOOR_URL="http://127.0.0.1:{PORT}/"
 
