@@ -484,7 +484,25 @@ pub struct HostPageConfig {
 impl HostPageConfig {
     /// `template` with `{file_id}` (and `{action}`, when it has one) filled in.
     pub fn fill(template: &str, file_id: &str, action: &str) -> String {
-        template.replace("{file_id}", file_id).replace("{action}", action)
+        // One pass (CheckFileInfo fills four of these per call).
+        let mut out = String::with_capacity(template.len() + file_id.len() + action.len());
+        let mut rest = template;
+        while let Some(at) = rest.find('{') {
+            out.push_str(&rest[..at]);
+            let tail = &rest[at..];
+            rest = if let Some(after) = tail.strip_prefix("{file_id}") {
+                out.push_str(file_id);
+                after
+            } else if let Some(after) = tail.strip_prefix("{action}") {
+                out.push_str(action);
+                after
+            } else {
+                out.push('{');
+                &tail[1..]
+            };
+        }
+        out.push_str(rest);
+        out
     }
 
     /// The host page URL (`HostViewUrl`/`HostEditUrl`) of a file for an action.

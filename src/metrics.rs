@@ -169,10 +169,16 @@ impl Default for Metrics {
     }
 }
 
+/// The route pattern a request matched (`"unmatched"` for none), as `track` found it.
+#[derive(Clone)]
+pub struct Route(pub String);
+
 /// Middleware: counts and times every request once the response is known.
 pub async fn track(req: ServiceRequest, next: Next<impl MessageBody>) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
     let state = req.app_data::<web::Data<AppState>>().cloned();
     let route = req.match_pattern().unwrap_or_else(|| "unmatched".into());
+    // For the request's log line too: finding the pattern walks every route again.
+    req.extensions_mut().insert(Route(route.clone()));
     let declared_in = req.headers().get("content-length").and_then(|v| v.to_str().ok()).and_then(|v| v.parse::<u64>().ok());
     let started = Instant::now();
     let response = next.call(req).await?;

@@ -252,6 +252,8 @@ fn key_tag(kid: &str) -> [u8; 4] {
 struct VerifyingKey {
     kid: String,
     key: DecodingKey,
+    /// HS256: the HMAC keyed once (see `Mac`).
+    mac: Option<Mac>,
     /// For tokens of the earlier (JWT) format.
     legacy: Validation,
 }
@@ -278,6 +280,47 @@ struct LegacyClaims {
     exp: i64,
 }
 
+/// What access tokens sign before their audience (other purposes have labels of their own).
+const TOKEN_LABEL: &[u8] = b"wopigate/1\n";
+
+/// An HS256 key as an HMAC-SHA256 keyed once and cloned per use: jsonwebtoken keys the HMAC
+/// again on every call, which cost as much as the signature itself on tokens this small. The
+/// signature's encoding (base64url, no padding) is jsonwebtoken's, so tokens are the same.
+#[derive(Clone)]
+struct Mac(hmac::Hmac<Sha256>);
+
+impl Mac {
+    fn of(material: &KeyMaterial) -> Option<Mac> {
+        match material {
+            KeyMaterial::Secret(secret) => {
+                <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(secret.expose().as_bytes()).ok().map(Mac)
+            }
+            _ => None,
+        }
+    }
+
+    fn keyed(&self, message: [&[u8]; 4]) -> hmac::Hmac<Sha256> {
+        let mut mac = self.0.clone();
+        for part in message {
+            hmac::Mac::update(&mut mac, part);
+        }
+        mac
+    }
+
+    fn sign(&self, message: [&[u8]; 4]) -> String {
+        let tag = hmac::Mac::finalize(self.keyed(message)).into_bytes();
+        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(tag)
+    }
+
+    /// `verify_slice` compares in constant time.
+    fn verifies(&self, signature: &str, message: [&[u8]; 4]) -> bool {
+        match base64::engine::general_purpose::URL_SAFE_NO_PAD.decode(signature) {
+            Ok(tag) => hmac::Mac::verify_slice(self.keyed(message), &tag).is_ok(),
+            Err(_) => false,
+        }
+    }
+}
+
 /// Verified tokens kept before their claims are checked again from scratch: clients present
 /// the same token on every call of a session.
 const VERIFIED_CACHE: usize = 4096;
@@ -291,6 +334,8 @@ pub struct TokenKeys {
     current: [u8; 4],
     current_kid: String,
     signing: EncodingKey,
+    /// HS256: the current key's HMAC, keyed once.
+    signing_mac: Option<Mac>,
     verifying: HashMap<[u8; 4], VerifyingKey>,
     /// Bound into every signature (not carried): a token minted for another audience with the
     /// same key does not verify here.
@@ -328,7 +373,7 @@ impl TokenKeys {
             legacy.validate_nbf = true;
             legacy.set_audience(&[&config.audience]);
             legacy.set_required_spec_claims(&["exp", "nbf", "aud", "sub"]);
-            let entry = VerifyingKey { kid: key.kid.clone(), key: decoding, legacy };
+            let entry = VerifyingKey { kid: key.kid.clone(), key: decoding, mac: Mac::of(&key.material), legacy };
             if let Some(other) = verifying.insert(key_tag(&key.kid), entry) {
                 if other.kid != key.kid {
                     return Err(ConfigError::new(
@@ -345,6 +390,7 @@ impl TokenKeys {
             current: key_tag(&current.kid),
             current_kid: current.kid.clone(),
             signing,
+            signing_mac: Mac::of(&current.material),
             verifying,
             audience: config.audience.clone(),
             ttl_secs: config.ttl_secs as i64,
@@ -386,14 +432,27 @@ impl TokenKeys {
         &self.current_kid
     }
 
-    /// What is signed: the audience, then the encoded claims.
-    fn signed_message(&self, payload: &str) -> Vec<u8> {
-        let mut message = Vec::with_capacity(16 + self.audience.len() + payload.len());
-        message.extend_from_slice(b"wopigate/1\n");
-        message.extend_from_slice(self.audience.as_bytes());
-        message.push(b'\n');
-        message.extend_from_slice(payload.as_bytes());
-        message
+    /// What is signed for `label` (`TOKEN_LABEL` or a `Purpose`'s): the label, the audience,
+    /// then the payload.
+    fn message<'a>(&'a self, label: &'static [u8], payload: &'a str) -> [&'a [u8]; 4] {
+        [label, self.audience.as_bytes(), b"\n", payload.as_bytes()]
+    }
+
+    /// The base64url signature of `message` with the current key.
+    fn sign(&self, message: [&[u8]; 4]) -> Result<String, TokenError> {
+        match &self.signing_mac {
+            Some(mac) => Ok(mac.sign(message)),
+            None => jsonwebtoken::crypto::sign(&message.concat(), &self.signing, self.algorithm).map_err(|_| TokenError::Signing),
+        }
+    }
+
+    /// Whether `signature` is `key`'s of `message` (compared in constant time).
+    fn verifies(&self, key: &VerifyingKey, signature: &str, message: [&[u8]; 4]) -> Result<bool, TokenError> {
+        match &key.mac {
+            Some(mac) => Ok(mac.verifies(signature, message)),
+            None => jsonwebtoken::crypto::verify(signature, &message.concat(), &key.key, self.algorithm)
+                .map_err(|_| TokenError::Invalid("not a well-formed access token".into())),
+        }
     }
 
     /// Signs a token valid from `now` for the configured lifetime, or until `cap` (a unix time)
@@ -435,8 +494,7 @@ impl TokenKeys {
         let mut bytes = vec![claims.res.format()];
         bytes.extend(postcard::to_allocvec(&wire).map_err(|_| TokenError::Signing)?);
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let signature = jsonwebtoken::crypto::sign(&self.signed_message(&payload), &self.signing, self.algorithm)
-            .map_err(|_| TokenError::Signing)?;
+        let signature = self.sign(self.message(TOKEN_LABEL, &payload))?;
         Ok((format!("{payload}.{signature}"), claims))
     }
 
@@ -490,9 +548,7 @@ impl TokenKeys {
             .verifying
             .get(&wire.key)
             .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?;
-        let good = jsonwebtoken::crypto::verify(signature, &self.signed_message(payload), &key.key, self.algorithm)
-            .map_err(|_| malformed())?;
-        if !good {
+        if !self.verifies(key, signature, self.message(TOKEN_LABEL, payload))? {
             return Err(TokenError::Invalid("signature does not verify".into()));
         }
         let claims = wire.claims(res);
@@ -553,22 +609,13 @@ impl Purpose {
 }
 
 impl TokenKeys {
-    fn sealed_message(&self, purpose: Purpose, payload: &str) -> Vec<u8> {
-        let mut message = purpose.label().to_vec();
-        message.extend_from_slice(self.audience.as_bytes());
-        message.push(b'\n');
-        message.extend_from_slice(payload.as_bytes());
-        message
-    }
-
     /// `body` signed for `purpose` with the current key: `base64url(key tag, body) "." signature`,
     /// URL-safe characters only.
     pub fn seal(&self, purpose: Purpose, body: &[u8]) -> Result<String, TokenError> {
         let mut bytes = self.current.to_vec();
         bytes.extend_from_slice(body);
         let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
-        let signature = jsonwebtoken::crypto::sign(&self.sealed_message(purpose, &payload), &self.signing, self.algorithm)
-            .map_err(|_| TokenError::Signing)?;
+        let signature = self.sign(self.message(purpose.label(), &payload))?;
         Ok(format!("{payload}.{signature}"))
     }
 
@@ -589,9 +636,7 @@ impl TokenKeys {
             .ok()
             .and_then(|tag| self.verifying.get(&tag))
             .ok_or_else(|| TokenError::Invalid("signed with a key that is not in the key ring".into()))?;
-        let good = jsonwebtoken::crypto::verify(signature, &self.sealed_message(purpose, payload), &key.key, self.algorithm)
-            .map_err(|_| malformed())?;
-        if !good {
+        if !self.verifies(key, signature, self.message(purpose.label(), payload)).map_err(|_| malformed())? {
             return Err(TokenError::Invalid("signature does not verify".into()));
         }
         Ok(body.to_vec())
@@ -691,6 +736,26 @@ mod tests {
         assert_eq!(keys.verify(&token).unwrap(), claims);
         let (_, capped) = keys.mint(grant(), now, Some(now + 5)).unwrap();
         assert_eq!(capped.exp, now + 5);
+    }
+
+    /// Tokens minted before the HMAC was keyed once (jsonwebtoken signing each message) verify,
+    /// and the other way round: the signatures are the same bytes.
+    #[test]
+    fn hs256_signatures_are_jsonwebtokens() {
+        let secret = "0123456789abcdef0123456789abcdef";
+        let (cfg, current) = config(secret, vec![]);
+        let keys = TokenKeys::new(&cfg, &current, 0).unwrap();
+        let (token, claims) = keys.mint(grant(), chrono::Utc::now().timestamp(), None).unwrap();
+        let (payload, signature) = token.split_once('.').unwrap();
+        let message = [TOKEN_LABEL, b"wopigate", b"\n", payload.as_bytes()].concat();
+        let key = EncodingKey::from_secret(secret.as_bytes());
+        assert_eq!(jsonwebtoken::crypto::sign(&message, &key, Algorithm::HS256).unwrap(), signature);
+        assert_eq!(keys.verify_signature(&token).unwrap(), claims);
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 1;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert!(keys.verify_signature(std::str::from_utf8(&forged).unwrap()).is_err());
+        assert!(keys.verify_signature(&format!("{payload}.not*base64")).is_err());
     }
 
     #[test]

@@ -107,7 +107,7 @@ impl RootSpanBuilder for RequestSpan {
     fn on_request_start(request: &ServiceRequest) -> Span {
         let request_id = request.extensions().get::<RequestId>().map(|id| id.to_string()).unwrap_or_default();
         request.extensions_mut().insert(Started(Instant::now()));
-        tracing::info_span!("request", request_id = %request_id)
+        tracing::info_span!("request", request_id = request_id.as_str())
     }
 
     fn on_request_end<B: MessageBody>(span: Span, outcome: &Result<ServiceResponse<B>, actix_web::Error>) {
@@ -133,13 +133,15 @@ impl RootSpanBuilder for RequestSpan {
             .unwrap_or_default();
         tracing::info!(
             parent: &span,
-            method = %request.method(),
-            route = %request.match_pattern().unwrap_or_default(),
-            path = %request.path(),
+            // As strings, not `%Display`: each Display field would be formatted into a String
+            // of its own first.
+            method = request.method().as_str(),
+            route = extensions.get::<crate::metrics::Route>().map(|r| r.0.as_str()).unwrap_or_default(),
+            path = request.path(),
             status = response.status().as_u16(),
             duration_ms = millis,
-            request_id = %request_id,
-            client_correlation_id = %correlation,
+            request_id = request_id.as_str(),
+            client_correlation_id = correlation.as_str(),
             wopi_op = log.wopi_op,
             file_id = log.file_id.as_deref().unwrap_or_default(),
             session_id = log.session_id.as_deref().unwrap_or_default(),

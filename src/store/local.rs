@@ -7,12 +7,16 @@
 //! compare-and-set atomic even when several processes share the directory.
 
 use std::fs::{File, OpenOptions};
-use std::io::{ErrorKind, Seek, SeekFrom, Write};
+use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
+use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use async_trait::async_trait;
 use bytes::Bytes;
+use rustix::fs::{Mode, OFlags, ResolveFlags};
 use chrono::{DateTime, Utc};
 use futures_util::StreamExt;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -28,9 +32,7 @@ use super::{
 const READ_CHUNK: usize = 256 * 1024;
 
 pub struct LocalStore {
-    root: PathBuf,
-    internal: PathBuf,
-    keep_versions: usize,
+    paths: Arc<Paths>,
 }
 
 impl LocalStore {
@@ -43,24 +45,44 @@ impl LocalStore {
         for dir in ["objects", "versions", "tmp", "locks"] {
             std::fs::create_dir_all(internal.join(dir))?;
         }
-        Ok(LocalStore { root, internal, keep_versions })
+        let root_dir = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
+        let beneath = AtomicBool::new(true);
+        Ok(LocalStore { paths: Arc::new(Paths { root, internal, keep_versions, root_dir, beneath }) })
     }
 
     pub fn root(&self) -> &Path {
-        &self.root
+        &self.paths.root
     }
 
-    fn paths(&self) -> Paths {
-        Paths { root: self.root.clone(), internal: self.internal.clone(), keep_versions: self.keep_versions }
+    /// For closures run on the blocking pool (owned, so they can move there).
+    fn paths(&self) -> Arc<Paths> {
+        self.paths.clone()
     }
 }
 
-/// What blocking closures need (owned, so they can move to the blocking pool).
-#[derive(Clone)]
+/// Where everything is.
 struct Paths {
     root: PathBuf,
     internal: PathBuf,
     keep_versions: usize,
+    /// `root`, for resolving user paths beneath it in one system call (`Paths::beneath`).
+    root_dir: OwnedFd,
+    /// Whether the kernel has openat2 (Linux 5.6; a seccomp profile may also refuse it).
+    beneath: AtomicBool,
+}
+
+/// What `read` serves: small content read already, or an open file to stream `length` bytes of.
+enum Content {
+    Whole(Bytes),
+    Stream(File, u64),
+}
+
+/// What `Paths::beneath` found.
+enum Beneath {
+    Opened(File),
+    Missing,
+    /// A symlink on the way, or no openat2: resolve the slow way.
+    Unsure,
 }
 
 impl Paths {
@@ -102,6 +124,60 @@ impl Paths {
             Ok(meta) if meta.file_type().is_symlink() => Err(StoreError::Escape),
             _ => Ok(()),
         }
+    }
+
+    /// Opens `key` when no symlink is on its way: one openat2 confined to the root by the
+    /// kernel (`RESOLVE_BENEATH | RESOLVE_NO_SYMLINKS`), where resolving the slow way
+    /// (`existing`) reads every component of the path as a link first. Paths through symlinks,
+    /// which may stay within their owner's files, are left to `existing`, which checks where
+    /// they lead.
+    fn beneath(&self, key: &FileKey, flags: OFlags) -> Result<Beneath, StoreError> {
+        if !self.beneath.load(Ordering::Relaxed) {
+            return Ok(Beneath::Unsure);
+        }
+        let unresolved = self.unresolved(key);
+        if !self.is_user_path(&unresolved, &key.owner) {
+            return Err(StoreError::Escape);
+        }
+        let relative = unresolved.strip_prefix(&self.root).map_err(|_| StoreError::Escape)?;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        match rustix::fs::openat2(&self.root_dir, relative, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
+            Ok(fd) => Ok(Beneath::Opened(File::from(fd))),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(Beneath::Missing),
+            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
+                self.beneath.store(false, Ordering::Relaxed);
+                Ok(Beneath::Unsure)
+            }
+            // ELOOP: a symlink on the way; EXDEV: it would leave the root; ENAMETOOLONG and the
+            // like: as the slow way says.
+            Err(_) => Ok(Beneath::Unsure),
+        }
+    }
+
+    /// The metadata of an existing user file or folder (symlinks followed and checked).
+    fn existing_meta(&self, key: &FileKey) -> Result<Option<std::fs::Metadata>, StoreError> {
+        match self.beneath(key, OFlags::PATH)? {
+            Beneath::Opened(file) => return Ok(Some(file.metadata()?)),
+            Beneath::Missing => return Ok(None),
+            Beneath::Unsure => {}
+        }
+        let Some(real) = self.existing(key)? else {
+            return Ok(None);
+        };
+        not_found_is_none(std::fs::metadata(&real))
+    }
+
+    /// An existing user file or folder opened for reading (symlinks followed and checked).
+    fn open_existing(&self, key: &FileKey) -> Result<Option<File>, StoreError> {
+        match self.beneath(key, OFlags::RDONLY)? {
+            Beneath::Opened(file) => return Ok(Some(file)),
+            Beneath::Missing => return Ok(None),
+            Beneath::Unsure => {}
+        }
+        let Some(real) = self.existing(key)? else {
+            return Ok(None);
+        };
+        not_found_is_none(File::open(&real))
     }
 
     /// The path of an existing user file or folder, symlinks resolved and checked; `None` if
@@ -181,6 +257,23 @@ fn not_found_is_none<T>(result: std::io::Result<T>) -> Result<Option<T>, StoreEr
         Ok(v) => Ok(Some(v)),
         Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => Ok(None),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A small file whole: open and read until the end, nothing else (`std::fs::read` and
+/// `read_to_end` also ask for the size and position first: two calls more, on every request that
+/// resolves a file id, for objects of a few hundred bytes).
+fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
+    let mut file = File::open(path)?;
+    let mut data = Vec::new();
+    let mut chunk = [0u8; 2048];
+    loop {
+        match file.read(&mut chunk) {
+            Ok(0) => return Ok(data),
+            Ok(n) => data.extend_from_slice(&chunk[..n]),
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
 }
 
@@ -364,13 +457,8 @@ impl Upload for LocalUpload {
 #[async_trait]
 impl Store for LocalStore {
     async fn stat(&self, key: &FileKey) -> Result<Option<Entry>, StoreError> {
-        let paths = self.paths();
-        let key = key.clone();
-        inline(move || {
-            let Some(real) = paths.existing(&key)? else {
-                return Ok(None);
-            };
-            let Some(meta) = not_found_is_none(std::fs::metadata(&real))? else {
+        inline(|| {
+            let Some(meta) = self.paths.existing_meta(key)? else {
                 return Ok(None);
             };
             Ok(Some(if meta.is_dir() { Entry::Folder } else { Entry::File(file_meta(&meta)) }))
@@ -433,14 +521,11 @@ impl Store for LocalStore {
             None => None,
         };
         let opened = blocking(move || {
-            let (path, version) = match past {
-                Some((path, version)) => (path, Some(version)),
-                None => match paths.existing(&key)? {
-                    Some(path) => (path, None),
-                    None => return Ok(None),
-                },
+            let (opened, version) = match past {
+                Some((path, version)) => (not_found_is_none(File::open(&path))?, Some(version)),
+                None => (paths.open_existing(&key)?, None),
             };
-            let Some(mut file) = not_found_is_none(File::open(&path))? else {
+            let Some(mut file) = opened else {
                 return Ok(None);
             };
             // Metadata of the opened file itself: consistent with the bytes we stream even if
@@ -460,14 +545,27 @@ impl Store for LocalStore {
                 }
                 None => meta.len(),
             };
-            Ok(Some((file, file_meta, length)))
+            // Up to one chunk, read here in the one trip to the blocking pool (streaming it
+            // takes two trips more, and a chunk-sized buffer for a body that may be 4 KiB).
+            if length <= READ_CHUNK as u64 {
+                // One read (`read_to_end` reads in growing steps, four calls for 64 KiB).
+                let mut data = vec![0; length as usize];
+                file.read_exact(&mut data)?;
+                return Ok(Some((Content::Whole(Bytes::from(data)), file_meta)));
+            }
+            Ok(Some((Content::Stream(file, length), file_meta)))
         })
         .await?;
-        let Some((file, meta, length)) = opened else {
+        let Some((content, meta)) = opened else {
             return Ok(None);
         };
-        let reader = tokio::fs::File::from_std(file).take(length);
-        let stream = ReaderStream::with_capacity(reader, READ_CHUNK).boxed();
+        let stream = match content {
+            Content::Whole(data) => futures_util::stream::once(async move { Ok(data) }).boxed(),
+            Content::Stream(file, length) => {
+                let reader = tokio::fs::File::from_std(file).take(length);
+                ReaderStream::with_capacity(reader, READ_CHUNK).boxed()
+            }
+        };
         Ok(Some(Download { meta, stream }))
     }
 
@@ -677,13 +775,13 @@ impl Store for LocalStore {
 
     fn max_path_bytes(&self, owner: &str) -> usize {
         // PATH_MAX counts the terminating NUL; the root, the owner and two slashes come first.
-        (libc::PATH_MAX as usize - 1).saturating_sub(self.root.as_os_str().len() + owner.len() + 2)
+        (libc::PATH_MAX as usize - 1).saturating_sub(self.paths.root.as_os_str().len() + owner.len() + 2)
     }
 
     async fn get_object(&self, name: &str) -> Result<Option<Vec<u8>>, StoreError> {
         check_object_name(name)?;
-        let path = self.paths().object(name);
-        inline(move || not_found_is_none(std::fs::read(path))).await
+        let path = self.paths.object(name);
+        inline(|| not_found_is_none(read_small(&path))).await
     }
 
     async fn put_object(&self, name: &str, data: &[u8]) -> Result<(), StoreError> {
@@ -749,7 +847,7 @@ impl Store for LocalStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        let dir = self.internal.clone();
+        let dir = self.paths.internal.clone();
         inline(move || std::fs::metadata(dir).map(|_| ()).map_err(Into::into)).await
     }
 
