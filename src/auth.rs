@@ -61,16 +61,33 @@ struct CallerClaims {
     picture: Option<String>,
     avatar: Option<String>,
     email: Option<String>,
+    /// Numbers, as JWTs have them (required by the validation; kept for cache hits).
+    exp: Option<f64>,
+    nbf: Option<f64>,
+}
+
+/// Caller tokens whose signature and claims were checked, by their exact text: a platform sends
+/// one JWT per user for its lifetime, and decoding and checking it (an RSA signature takes tens
+/// of microseconds) was the largest part of a viewerSession. Expiry and not-before are checked
+/// again on every hit. Bounded: cleared when full.
+const VERIFIED_CACHE: usize = 4096;
+
+#[derive(Clone)]
+struct Verified {
+    caller: Caller,
+    exp: Option<f64>,
+    nbf: Option<f64>,
 }
 
 pub struct CallerVerifier {
     key: Option<(DecodingKey, Validation)>,
+    verified: std::sync::Mutex<std::collections::HashMap<String, Verified>>,
 }
 
 impl CallerVerifier {
     pub fn new(config: &CallerJwtConfig, leeway_secs: u64) -> Result<Self, ConfigError> {
         let Some(key) = &config.key else {
-            return Ok(CallerVerifier { key: None });
+            return Ok(CallerVerifier { key: None, verified: Default::default() });
         };
         let (decoding, algorithm) = match key {
             CallerKey::Hs256(secret) => (DecodingKey::from_secret(secret.expose().as_bytes()), Algorithm::HS256),
@@ -87,16 +104,45 @@ impl CallerVerifier {
             validation.set_issuer(&[iss]);
         }
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Ok(CallerVerifier { key: Some((decoding, validation)) })
+        Ok(CallerVerifier { key: Some((decoding, validation)), verified: Default::default() })
     }
 
     /// `header` is the raw `Authorization` value, if any.
     pub fn verify(&self, header: Option<&str>) -> Result<Caller, AuthError> {
+        self.verify_at(header, chrono::Utc::now().timestamp())
+    }
+
+    /// `verify`, with cache hits judged at unix time `now`.
+    fn verify_at(&self, header: Option<&str>, now: i64) -> Result<Caller, AuthError> {
         let Some(header) = header else {
             return Ok(Caller::Anonymous);
         };
         let token = bearer(header).ok_or(AuthError::Malformed)?;
         let (key, validation) = self.key.as_ref().ok_or(AuthError::NotConfigured)?;
+        let cached = self.verified.lock().ok().and_then(|cache| cache.get(token).cloned());
+        if let Some(hit) = cached {
+            // jsonwebtoken's rules: expired when exp < now - leeway, early when nbf > now + leeway.
+            let (now, leeway) = (now as f64, validation.leeway as f64);
+            if hit.exp.is_some_and(|exp| exp < now - leeway) {
+                return Err(AuthError::Expired);
+            }
+            if hit.nbf.is_some_and(|nbf| nbf > now + leeway) {
+                return Err(AuthError::Invalid("not valid yet (nbf)".into()));
+            }
+            return Ok(hit.caller);
+        }
+        let caller = self.check(token, key, validation)?;
+        if let Ok(mut cache) = self.verified.lock() {
+            if cache.len() >= VERIFIED_CACHE {
+                cache.clear();
+            }
+            cache.insert(token.to_string(), caller.clone());
+        }
+        Ok(caller.caller)
+    }
+
+    /// The full check: signature, claims, and what the claims say.
+    fn check(&self, token: &str, key: &DecodingKey, validation: &Validation) -> Result<Verified, AuthError> {
         let claims = decode::<CallerClaims>(token, key, validation)
             .map_err(|e| match e.kind() {
                 jsonwebtoken::errors::ErrorKind::ExpiredSignature => AuthError::Expired,
@@ -118,7 +164,7 @@ impl CallerVerifier {
         let short = |v: Option<String>| v.filter(|s| !s.trim().is_empty() && s.len() <= MAX_EXTRA_LEN);
         let extra = UserExtra { avatar: short(claims.picture.or(claims.avatar)), mail: short(claims.email) };
         let extra = (extra != UserExtra::default()).then_some(extra);
-        Ok(Caller::User { id: claims.sub, name, extra })
+        Ok(Verified { caller: Caller::User { id: claims.sub, name, extra }, exp: claims.exp, nbf: claims.nbf })
     }
 }
 
@@ -158,5 +204,51 @@ pub fn describe(e: &jsonwebtoken::errors::Error) -> String {
         K::MissingRequiredClaim(c) => format!("claim '{c}' is missing"),
         K::InvalidToken | K::Base64(_) | K::Json(_) | K::Utf8(_) => "not a well-formed JWT".into(),
         _ => "rejected".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::Secret;
+    use jsonwebtoken::{encode, EncodingKey, Header};
+
+    const SECRET: &str = "caller-secret-caller-secret-caller-secret";
+
+    fn verifier() -> CallerVerifier {
+        let config = CallerJwtConfig { key: Some(CallerKey::Hs256(Secret::new(SECRET))), issuer: None, audience: None };
+        CallerVerifier::new(&config, 0).unwrap()
+    }
+
+    fn jwt(claims: serde_json::Value, secret: &str) -> String {
+        format!("Bearer {}", encode(&Header::new(Algorithm::HS256), &claims, &EncodingKey::from_secret(secret.as_bytes())).unwrap())
+    }
+
+    /// A verified token is taken from the cache, but its expiry and not-before still count on
+    /// every hit; a token that failed is never cached, and one byte more or less is another token.
+    #[test]
+    fn cached_caller_tokens_still_expire_and_failures_are_not_cached() {
+        let v = verifier();
+        let now = chrono::Utc::now().timestamp();
+        let good = jwt(serde_json::json!({"sub": "u1", "name": "Ada", "exp": now + 60}), SECRET);
+        let ada = Caller::User { id: "u1".into(), name: "Ada".into(), extra: None };
+        assert_eq!(v.verify_at(Some(&good), now), Ok(ada.clone()));
+        assert_eq!(v.verify_at(Some(&good), now + 30), Ok(ada));
+        assert_eq!(v.verify_at(Some(&good), now + 61), Err(AuthError::Expired));
+        assert_eq!(v.verified.lock().unwrap().len(), 1);
+
+        let early = jwt(serde_json::json!({"sub": "u1", "exp": now + 600, "nbf": now - 1}), SECRET);
+        assert!(v.verify_at(Some(&early), now).is_ok());
+        assert!(matches!(v.verify_at(Some(&early), now - 100), Err(AuthError::Invalid(_))));
+
+        let forged = jwt(serde_json::json!({"sub": "u1", "exp": now + 60}), "another-secret-another-secret-another");
+        for _ in 0..2 {
+            assert!(matches!(v.verify_at(Some(&forged), now), Err(AuthError::Invalid(_))));
+        }
+        let bad_sub = jwt(serde_json::json!({"sub": "no/slashes", "exp": now + 60}), SECRET);
+        assert!(matches!(v.verify_at(Some(&bad_sub), now), Err(AuthError::Invalid(_))));
+        let truncated = &good[..good.len() - 1];
+        assert!(matches!(v.verify_at(Some(truncated), now), Err(AuthError::Invalid(_))));
+        assert_eq!(v.verified.lock().unwrap().len(), 2, "only the good tokens are kept");
     }
 }

@@ -29,7 +29,9 @@ fn path_object(key: &FileKey) -> String {
     hasher.update([0]);
     hasher.update(key.path.as_plain().as_bytes());
     let digest = hasher.finalize();
-    let hex: String = digest.iter().map(|b| format!("{b:02x}")).collect();
+    // Not `format!` per byte: viewerSession looks this name up on every call.
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let hex: String = digest.iter().flat_map(|b| [HEX[usize::from(b >> 4)] as char, HEX[usize::from(b & 15)] as char]).collect();
     format!("paths/{}/{}", &hex[..2], hex)
 }
 

@@ -872,6 +872,71 @@ mod tests {
         up.finish().await.unwrap()
     }
 
+    /// What `stat` and `read` find, with openat2 (the fast path) and without it (the slow path a
+    /// kernel without openat2 takes, and every path through a symlink): the same, for plain
+    /// files and folders, symlinks within the owner's files (followed), and symlinks out of the
+    /// root, into another user's files or into wopigate's own data (refused).
+    #[tokio::test]
+    async fn openat2_and_the_slow_path_agree() {
+        let dir = tempfile::tempdir().unwrap();
+        let outside = tempfile::tempdir().unwrap();
+        std::fs::write(outside.path().join("secret.docx"), b"outside").unwrap();
+        let store = LocalStore::open(dir.path(), 5).unwrap();
+        let root = dir.path();
+        std::fs::create_dir_all(root.join("u1/docs/deep")).unwrap();
+        std::fs::create_dir_all(root.join("u2")).unwrap();
+        std::fs::write(root.join("u1/docs/deep/a.docx"), b"plain").unwrap();
+        std::fs::write(root.join("u2/theirs.docx"), b"theirs").unwrap();
+        std::fs::write(root.join(".wopigate/objects/x.json"), b"{}").unwrap();
+        let link = |target: &Path, name: &str| std::os::unix::fs::symlink(target, root.join(name)).unwrap();
+        link(Path::new("docs/deep/a.docx"), "u1/rel.docx");
+        link(&root.join("u1/docs/deep/a.docx"), "u1/abs.docx");
+        link(Path::new("docs"), "u1/folder");
+        link(&outside.path().join("secret.docx"), "u1/out.docx");
+        link(Path::new("../u2/theirs.docx"), "u1/other.docx");
+        link(Path::new("../.wopigate/objects/x.json"), "u1/internal.docx");
+        let cases: &[(&str, Option<&[u8]>)] = &[
+            ("docs/deep/a.docx", Some(b"plain")),
+            ("rel.docx", Some(b"plain")),
+            ("abs.docx", Some(b"plain")),
+            ("folder/deep/a.docx", Some(b"plain")),
+            ("docs/missing.docx", None),
+            ("docs/deep/a.docx/below.docx", None),
+            ("out.docx", None),
+            ("other.docx", None),
+            ("internal.docx", None),
+        ];
+        async fn seen(store: &LocalStore, path: &str) -> (String, Option<Vec<u8>>) {
+            let stat = format!("{:?}", store.stat(&key(path)).await.map(|e| e.map(|e| matches!(e, Entry::Folder))));
+            let content = match store.read(&key(path), "h", None, None).await {
+                Ok(Some(mut download)) => {
+                    let mut data = Vec::new();
+                    while let Some(chunk) = download.stream.next().await {
+                        data.extend_from_slice(&chunk.unwrap());
+                    }
+                    Some(data)
+                }
+                _ => None,
+            };
+            (stat, content)
+        }
+        for (path, expected) in cases {
+            let fast = seen(&store, path).await;
+            if !store.paths.beneath.load(Ordering::Relaxed) {
+                eprintln!("no openat2 here (kernel or seccomp): only the slow path was tested");
+            }
+            assert_eq!(fast.1.as_deref(), *expected, "{path}");
+            store.paths.beneath.store(false, Ordering::Relaxed);
+            let slow = seen(&store, path).await;
+            store.paths.beneath.store(true, Ordering::Relaxed);
+            assert_eq!(fast, slow, "{path}");
+        }
+        assert!(matches!(store.stat(&key("out.docx")).await, Err(StoreError::Escape)));
+        assert!(matches!(store.stat(&key("folder")).await, Ok(Some(Entry::Folder))));
+        let internal = FileKey { owner: ".wopigate".into(), path: RelPath::parse_plain("objects/x.json").unwrap() };
+        assert!(matches!(store.stat(&internal).await, Err(StoreError::Escape)));
+    }
+
     #[tokio::test]
     async fn symlink_out_of_root_is_refused() {
         let dir = tempfile::tempdir().unwrap();
