@@ -15,6 +15,7 @@ use std::io::Write as _;
 use tracing::field::{Field, Visit};
 use tracing::{Event, Subscriber};
 use tracing_appender::non_blocking::WorkerGuard;
+use tracing_log::NormalizeEvent;
 use tracing_subscriber::field::RecordFields;
 use tracing_subscriber::fmt::format::Writer;
 use tracing_subscriber::fmt::{FmtContext, FormatEvent, FormatFields, FormattedFields};
@@ -51,7 +52,9 @@ where
     N: for<'w> FormatFields<'w> + 'static,
 {
     fn format_event(&self, ctx: &FmtContext<'_, S, N>, mut writer: Writer<'_>, event: &Event<'_>) -> fmt::Result {
-        let meta = event.metadata();
+        // Events from the `log` crate (actix, reqwest, rustls) with their own target and place.
+        let normalized = event.normalized_metadata();
+        let meta = normalized.as_ref().unwrap_or_else(|| event.metadata());
         let now = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
         let mut write = |line: &mut Vec<u8>| {
             line.clear();
@@ -127,39 +130,55 @@ struct JsonVisitor<'a> {
 }
 
 impl JsonVisitor<'_> {
-    fn key(&mut self, field: &Field) {
+    /// Writes the member's name; false for the `log.*` fields that carry a `log` record's
+    /// metadata (shown normalised instead, as tracing-subscriber's own formatter does).
+    fn key(&mut self, field: &Field) -> bool {
+        if field.name().starts_with("log.") {
+            return false;
+        }
         if !self.first {
             self.out.push(b',');
         }
         self.first = false;
         push_json_str(self.out, field.name());
         self.out.push(b':');
+        true
     }
 }
 
 impl Visit for JsonVisitor<'_> {
     fn record_str(&mut self, field: &Field, value: &str) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         push_json_str(self.out, value);
     }
 
     fn record_bool(&mut self, field: &Field, value: bool) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         self.out.extend_from_slice(if value { b"true" } else { b"false" });
     }
 
     fn record_u64(&mut self, field: &Field, value: u64) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         let _ = write!(self.out, "{value}");
     }
 
     fn record_i64(&mut self, field: &Field, value: i64) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         let _ = write!(self.out, "{value}");
     }
 
     fn record_f64(&mut self, field: &Field, value: f64) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         if value.is_finite() {
             let _ = write!(self.out, "{value}");
         } else {
@@ -168,7 +187,9 @@ impl Visit for JsonVisitor<'_> {
     }
 
     fn record_debug(&mut self, field: &Field, value: &dyn fmt::Debug) {
-        self.key(field);
+        if !self.key(field) {
+            return;
+        }
         let text = format!("{value:?}");
         push_json_str(self.out, &text);
     }
@@ -254,6 +275,18 @@ mod tests {
         assert_eq!(line["span"], serde_json::json!({"request_id": "r-1", "late": 7, "name": "request"}));
         let stamp = line["timestamp"].as_str().unwrap();
         assert!(chrono::DateTime::parse_from_rfc3339(stamp).is_ok(), "{stamp}");
+    }
+
+    /// A `log` record (actix and reqwest log that way) shows its own target, without the
+    /// `log.*` fields that carry it through tracing.
+    #[test]
+    fn log_records_show_their_own_target() {
+        let _ = tracing_log::LogTracer::init();
+        let got = lines(|| log::warn!(target: "some_crate::module", "from log {}", 1));
+        assert_eq!(got.len(), 1, "{got:?}");
+        assert_eq!(got[0]["target"], "some_crate::module");
+        assert_eq!(got[0]["level"], "WARN");
+        assert_eq!(got[0]["fields"], serde_json::json!({"message": "from log 1"}));
     }
 
     #[test]

@@ -290,9 +290,11 @@ const TOKEN_LABEL: &[u8] = b"wopigate/1\n";
 struct Mac(hmac::Hmac<Sha256>);
 
 impl Mac {
-    fn of(material: &KeyMaterial) -> Option<Mac> {
+    /// Only for HS256 (configuration never pairs a secret with another algorithm; this does not
+    /// rely on it).
+    fn of(algorithm: Algorithm, material: &KeyMaterial) -> Option<Mac> {
         match material {
-            KeyMaterial::Secret(secret) => {
+            KeyMaterial::Secret(secret) if algorithm == Algorithm::HS256 => {
                 <hmac::Hmac<Sha256> as hmac::Mac>::new_from_slice(secret.expose().as_bytes()).ok().map(Mac)
             }
             _ => None,
@@ -373,7 +375,7 @@ impl TokenKeys {
             legacy.validate_nbf = true;
             legacy.set_audience(&[&config.audience]);
             legacy.set_required_spec_claims(&["exp", "nbf", "aud", "sub"]);
-            let entry = VerifyingKey { kid: key.kid.clone(), key: decoding, mac: Mac::of(&key.material), legacy };
+            let entry = VerifyingKey { kid: key.kid.clone(), key: decoding, mac: Mac::of(algorithm, &key.material), legacy };
             if let Some(other) = verifying.insert(key_tag(&key.kid), entry) {
                 if other.kid != key.kid {
                     return Err(ConfigError::new(
@@ -390,7 +392,7 @@ impl TokenKeys {
             current: key_tag(&current.kid),
             current_kid: current.kid.clone(),
             signing,
-            signing_mac: Mac::of(&current.material),
+            signing_mac: Mac::of(algorithm, &current.material),
             verifying,
             audience: config.audience.clone(),
             ttl_secs: config.ttl_secs as i64,

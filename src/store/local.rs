@@ -9,6 +9,7 @@
 use std::fs::{File, OpenOptions};
 use std::io::{ErrorKind, Read, Seek, SeekFrom, Write};
 use std::os::fd::OwnedFd;
+use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -46,7 +47,11 @@ impl LocalStore {
             std::fs::create_dir_all(internal.join(dir))?;
         }
         let root_dir = rustix::fs::open(&root, OFlags::PATH | OFlags::DIRECTORY | OFlags::CLOEXEC, Mode::empty())?;
-        let beneath = AtomicBool::new(true);
+        // Asked once: without openat2 (Linux before 5.6, a seccomp profile refusing it, valgrind)
+        // every path takes the slow way.
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS;
+        let probe = rustix::fs::openat2(&root_dir, ".", OFlags::PATH | OFlags::CLOEXEC, Mode::empty(), resolve);
+        let beneath = AtomicBool::new(probe.is_ok());
         Ok(LocalStore { paths: Arc::new(Paths { root, internal, keep_versions, root_dir, beneath }) })
     }
 
@@ -139,45 +144,62 @@ impl Paths {
         if !self.is_user_path(&unresolved, &key.owner) {
             return Err(StoreError::Escape);
         }
-        let relative = unresolved.strip_prefix(&self.root).map_err(|_| StoreError::Escape)?;
-        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        match rustix::fs::openat2(&self.root_dir, relative, flags | OFlags::CLOEXEC, Mode::empty(), resolve) {
-            Ok(fd) => Ok(Beneath::Opened(File::from(fd))),
+        match self.open_symlink_free(&unresolved, flags) {
+            Ok(file) => Ok(Beneath::Opened(file)),
             Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(Beneath::Missing),
-            Err(rustix::io::Errno::NOSYS | rustix::io::Errno::PERM) => {
-                self.beneath.store(false, Ordering::Relaxed);
-                Ok(Beneath::Unsure)
-            }
-            // ELOOP: a symlink on the way; EXDEV: it would leave the root; ENAMETOOLONG and the
-            // like: as the slow way says.
+            // ELOOP: a symlink on the way; EXDEV: it would leave the root; anything else (a
+            // refusal of this one file, ENAMETOOLONG…): as the slow way says.
             Err(_) => Ok(Beneath::Unsure),
+        }
+    }
+
+    /// Opens `path` (inside the root) only if none of its components is a symlink, in one
+    /// openat2 from the root; never blocking on a FIFO or becoming a controlling terminal.
+    fn open_symlink_free(&self, path: &Path, flags: OFlags) -> Result<File, rustix::io::Errno> {
+        let relative = path.strip_prefix(&self.root).map_err(|_| rustix::io::Errno::XDEV)?;
+        let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
+        // (O_PATH takes no other flags: openat2 refuses them.)
+        let flags = if flags.contains(OFlags::PATH) { flags | OFlags::CLOEXEC } else { flags | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY };
+        rustix::fs::openat2(&self.root_dir, relative, flags, Mode::empty(), resolve).map(File::from)
+    }
+
+    /// Opens what the slow way resolved (`existing`, symlink-free) refusing symlinks, so a
+    /// folder swapped for a symlink after the path was checked is not followed (`Escape`).
+    fn open_resolved(&self, real: &Path, flags: OFlags) -> Result<Option<File>, StoreError> {
+        match self.open_symlink_free(real, flags) {
+            Ok(file) => Ok(Some(file)),
+            Err(rustix::io::Errno::NOENT | rustix::io::Errno::NOTDIR) => Ok(None),
+            Err(rustix::io::Errno::LOOP | rustix::io::Errno::XDEV) => Err(StoreError::Escape),
+            Err(e) => Err(std::io::Error::from(e).into()),
         }
     }
 
     /// The metadata of an existing user file or folder (symlinks followed and checked).
     fn existing_meta(&self, key: &FileKey) -> Result<Option<std::fs::Metadata>, StoreError> {
-        match self.beneath(key, OFlags::PATH)? {
-            Beneath::Opened(file) => return Ok(Some(file.metadata()?)),
-            Beneath::Missing => return Ok(None),
-            Beneath::Unsure => {}
-        }
-        let Some(real) = self.existing(key)? else {
-            return Ok(None);
+        let opened = match self.beneath(key, OFlags::PATH)? {
+            Beneath::Opened(file) => Some(file),
+            Beneath::Missing => None,
+            Beneath::Unsure => match self.existing(key)? {
+                None => None,
+                Some(real) if self.beneath.load(Ordering::Relaxed) => self.open_resolved(&real, OFlags::PATH)?,
+                // No openat2: as before it.
+                Some(real) => return not_found_is_none(std::fs::metadata(&real)),
+            },
         };
-        not_found_is_none(std::fs::metadata(&real))
+        opened.map(|file| file.metadata()).transpose().map_err(Into::into)
     }
 
     /// An existing user file or folder opened for reading (symlinks followed and checked).
     fn open_existing(&self, key: &FileKey) -> Result<Option<File>, StoreError> {
         match self.beneath(key, OFlags::RDONLY)? {
-            Beneath::Opened(file) => return Ok(Some(file)),
-            Beneath::Missing => return Ok(None),
-            Beneath::Unsure => {}
+            Beneath::Opened(file) => Ok(Some(file)),
+            Beneath::Missing => Ok(None),
+            Beneath::Unsure => match self.existing(key)? {
+                None => Ok(None),
+                Some(real) if self.beneath.load(Ordering::Relaxed) => self.open_resolved(&real, OFlags::RDONLY),
+                Some(real) => not_found_is_none(OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(real)),
+            },
         }
-        let Some(real) = self.existing(key)? else {
-            return Ok(None);
-        };
-        not_found_is_none(File::open(&real))
     }
 
     /// The path of an existing user file or folder, symlinks resolved and checked; `None` if
@@ -258,6 +280,24 @@ fn not_found_is_none<T>(result: std::io::Result<T>) -> Result<Option<T>, StoreEr
         Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Up to `length` bytes from where `file` is, fewer if it ends first (a range judged on an
+/// earlier size: the caller compares with the opened file's metadata). One read when the bytes
+/// are there (`read_to_end` reads in growing steps: four calls for 64 KiB).
+fn read_up_to(file: &mut File, length: usize) -> std::io::Result<Bytes> {
+    let mut data = vec![0; length];
+    let mut filled = 0;
+    while filled < length {
+        match file.read(&mut data[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    data.truncate(filled);
+    Ok(Bytes::from(data))
 }
 
 /// A small file whole: open and read until the end, nothing else (`std::fs::read` and
@@ -529,9 +569,9 @@ impl Store for LocalStore {
                 return Ok(None);
             };
             // Metadata of the opened file itself: consistent with the bytes we stream even if
-            // a commit replaces the name meanwhile.
+            // a commit replaces the name meanwhile. A folder, FIFO or device has no content.
             let meta = file.metadata()?;
-            if meta.is_dir() {
+            if !meta.is_file() {
                 return Ok(None);
             }
             let mut file_meta = file_meta(&meta);
@@ -548,10 +588,7 @@ impl Store for LocalStore {
             // Up to one chunk, read here in the one trip to the blocking pool (streaming it
             // takes two trips more, and a chunk-sized buffer for a body that may be 4 KiB).
             if length <= READ_CHUNK as u64 {
-                // One read (`read_to_end` reads in growing steps, four calls for 64 KiB).
-                let mut data = vec![0; length as usize];
-                file.read_exact(&mut data)?;
-                return Ok(Some((Content::Whole(Bytes::from(data)), file_meta)));
+                return Ok(Some((Content::Whole(read_up_to(&mut file, length as usize)?), file_meta)));
             }
             Ok(Some((Content::Stream(file, length), file_meta)))
         })
@@ -935,6 +972,48 @@ mod tests {
         assert!(matches!(store.stat(&key("folder")).await, Ok(Some(Entry::Folder))));
         let internal = FileKey { owner: ".wopigate".into(), path: RelPath::parse_plain("objects/x.json").unwrap() };
         assert!(matches!(store.stat(&internal).await, Err(StoreError::Escape)));
+    }
+
+    async fn content(download: Download) -> Vec<u8> {
+        let mut stream = download.stream;
+        let mut data = Vec::new();
+        while let Some(chunk) = stream.next().await {
+            data.extend_from_slice(&chunk.unwrap());
+        }
+        data
+    }
+
+    /// A range judged on an earlier, larger size (the file was replaced by a smaller one
+    /// meanwhile) reads what is there, with the opened file's size, for the caller to answer
+    /// 416; it is no error (it was a 500 once small bodies were read whole).
+    #[tokio::test]
+    async fn a_range_past_the_end_reads_what_is_there() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 5).unwrap();
+        std::fs::create_dir_all(dir.path().join("u1")).unwrap();
+        std::fs::write(dir.path().join("u1/small.docx"), b"0123456789").unwrap();
+        let past = store.read(&key("small.docx"), "h", None, Some((100, 200))).await.unwrap().unwrap();
+        assert_eq!(past.meta.size, 10);
+        assert_eq!(content(past).await, b"");
+        let straddling = store.read(&key("small.docx"), "h", None, Some((5, 200))).await.unwrap().unwrap();
+        assert_eq!(content(straddling).await, b"56789");
+        let whole = store.read(&key("small.docx"), "h", None, None).await.unwrap().unwrap();
+        assert_eq!(content(whole).await, b"0123456789");
+    }
+
+    /// A FIFO (or device) in a user's folder has no content to serve, and opening it must not
+    /// wait for a writer (it tied up a thread of the blocking pool for good).
+    #[tokio::test]
+    async fn a_fifo_is_no_file_and_does_not_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = LocalStore::open(dir.path(), 5).unwrap();
+        std::fs::create_dir_all(dir.path().join("u1")).unwrap();
+        rustix::fs::mknodat(rustix::fs::CWD, dir.path().join("u1/pipe.docx"), rustix::fs::FileType::Fifo, Mode::RUSR | Mode::WUSR, 0).unwrap();
+        std::os::unix::fs::symlink("pipe.docx", dir.path().join("u1/link.docx")).unwrap();
+        for name in ["pipe.docx", "link.docx"] {
+            let read = tokio::time::timeout(Duration::from_secs(5), store.read(&key(name), "h", None, None)).await;
+            assert!(matches!(read, Ok(Ok(None))), "{name}");
+        }
     }
 
     #[tokio::test]
