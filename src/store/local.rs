@@ -76,10 +76,11 @@ struct Paths {
     beneath: AtomicBool,
 }
 
-/// What `read` serves: small content read already, or an open file to stream `length` bytes of.
+/// What `read` serves: small content read already, or an open file to read `length` bytes of
+/// from `start`.
 enum Content {
     Whole(Bytes),
-    Stream(File, u64),
+    Stream(File, u64, u64),
 }
 
 /// What `Paths::beneath` found.
@@ -280,6 +281,20 @@ fn not_found_is_none<T>(result: std::io::Result<T>) -> Result<Option<T>, StoreEr
         Err(e) if e.kind() == ErrorKind::NotFound || e.kind() == ErrorKind::NotADirectory => Ok(None),
         Err(e) => Err(e.into()),
     }
+}
+
+/// Exactly `length` bytes at `start` if the page cache holds them all, without waiting for the
+/// disk: preadv2 with `RWF_NOWAIT` (Linux 4.14) answers `EAGAIN` rather than read from it.
+/// `None`: not all there (or no such call here); read them on the blocking pool instead.
+fn read_cached(file: &File, start: u64, length: usize) -> Option<Bytes> {
+    let mut data = vec![0; length];
+    if length > 0 {
+        let read = rustix::io::preadv2(file, &mut [std::io::IoSliceMut::new(&mut data)], start, rustix::io::ReadWriteFlags::NOWAIT);
+        if read.ok()? != length {
+            return None;
+        }
+    }
+    Some(Bytes::from(data))
 }
 
 /// Up to `length` bytes from where `file` is, fewer if it ends first (a range judged on an
@@ -550,22 +565,23 @@ impl Store for LocalStore {
         version: Option<&str>,
         range: Option<(u64, u64)>,
     ) -> Result<Option<Download>, StoreError> {
-        let paths = self.paths();
-        let key = key.clone();
         let past = match version {
             Some(v) => {
                 check_object_name(history)?;
                 check_object_name(v)?;
-                Some((paths.versions(history).join(v), v.to_string()))
+                Some((self.paths.versions(history).join(v), v.to_string()))
             }
             None => None,
         };
-        let opened = blocking(move || {
+        // Opening is metadata, done right here as `stat` is; so is reading a small body the page
+        // cache holds whole (preadv2 with RWF_NOWAIT says when it does not). Only reads that
+        // would wait for the disk go to the blocking pool.
+        let opened = inline(|| {
             let (opened, version) = match past {
-                Some((path, version)) => (not_found_is_none(File::open(&path))?, Some(version)),
-                None => (paths.open_existing(&key)?, None),
+                Some((path, version)) => (not_found_is_none(File::open(path))?, Some(version)),
+                None => (self.paths.open_existing(key)?, None),
             };
-            let Some(mut file) = opened else {
+            let Some(file) = opened else {
                 return Ok(None);
             };
             // Metadata of the opened file itself: consistent with the bytes we stream even if
@@ -578,19 +594,16 @@ impl Store for LocalStore {
             if let Some(v) = version {
                 file_meta.version = v;
             }
-            let length = match range {
-                Some((start, end)) => {
-                    file.seek(SeekFrom::Start(start))?;
-                    end - start + 1
-                }
-                None => meta.len(),
+            let (start, length) = match range {
+                Some((start, end)) => (start, end - start + 1),
+                None => (0, meta.len()),
             };
-            // Up to one chunk, read here in the one trip to the blocking pool (streaming it
-            // takes two trips more, and a chunk-sized buffer for a body that may be 4 KiB).
             if length <= READ_CHUNK as u64 {
-                return Ok(Some((Content::Whole(read_up_to(&mut file, length as usize)?), file_meta)));
+                if let Some(data) = read_cached(&file, start, length.min(meta.len().saturating_sub(start)) as usize) {
+                    return Ok(Some((Content::Whole(data), file_meta)));
+                }
             }
-            Ok(Some((Content::Stream(file, length), file_meta)))
+            Ok(Some((Content::Stream(file, start, length), file_meta)))
         })
         .await?;
         let Some((content, meta)) = opened else {
@@ -598,7 +611,18 @@ impl Store for LocalStore {
         };
         let stream = match content {
             Content::Whole(data) => futures_util::stream::once(async move { Ok(data) }).boxed(),
-            Content::Stream(file, length) => {
+            // Up to one chunk, read in one trip to the blocking pool (streaming it takes two trips
+            // more, and a chunk-sized buffer for a body that may be 4 KiB).
+            Content::Stream(mut file, start, length) if length <= READ_CHUNK as u64 => {
+                let data = blocking(move || {
+                    file.seek(SeekFrom::Start(start))?;
+                    Ok(read_up_to(&mut file, length as usize)?)
+                })
+                .await?;
+                futures_util::stream::once(async move { Ok(data) }).boxed()
+            }
+            Content::Stream(mut file, start, length) => {
+                file.seek(SeekFrom::Start(start))?;
                 let reader = tokio::fs::File::from_std(file).take(length);
                 ReaderStream::with_capacity(reader, READ_CHUNK).boxed()
             }
