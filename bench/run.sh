@@ -80,7 +80,7 @@ read -r TOKENBIG FIDBIG < <(session big.docx)
 CFI_URL="http://127.0.0.1:$WP/wopi/files/$FID?access_token=$TOKEN"
 CFI_SIZE=$(curl -fs "$CFI_URL" | wc -c)
 
-FP=$(port); "$FLOOR" "127.0.0.1:$FP" "$CFI_SIZE" & PIDS+=($!); wait_up "$FP" /
+FP=$(port); "$FLOOR" "127.0.0.1:$FP" "$CFI_SIZE" & FPID=$!; PIDS+=("$FPID"); wait_up "$FP" /
 NP=$(port)
 cat > "$WORK/nginx.conf" <<EOF
 daemon on; user root; worker_processes auto; pid $WORK/nginx.pid; error_log $WORK/nginx.err;
@@ -112,6 +112,19 @@ if errors:
 print(f"{rps:.0f} {p99:.2f} {mib:.1f} {p50:.3f}")
 EOF
 }
+# The same, with the CPU time (user + system) the servers `pids` spent per request, in µs:
+# what a request costs the server itself, which the client sharing its cores does not blur.
+TICK=$(getconf CLK_TCK)
+ticks() { local t=0 p; for p in "$@"; do t=$((t + $(awk '{print $14 + $15}' "/proc/$p/stat"))); done; echo "$t"; }
+run_wrk_cpu() { # "pids" connections url [script]
+  local pids=$1 t0 t1 out; shift
+  # shellcheck disable=SC2086
+  t0=$(ticks $pids); out=$(run_wrk "$@"); t1=$(ticks $pids)
+  read -r rps p99 mib p50 <<<"$out"
+  echo "$rps $p99 $mib $p50 $(python3 -c "print(f'{($t1 - $t0) / $TICK / ($rps * ${DURATION%s}) * 1e6:.1f}')")"
+}
+NGINX_PIDS="$(cat "$WORK/nginx.pid") $(pgrep -P "$(cat "$WORK/nginx.pid")" | xargs)"
+
 cat > "$WORK/session.lua" <<EOF
 wrk.method = "PUT"
 wrk.body = '{"uri":"cloudreve://my/doc.docx","viewer_id":"$VIEWER","preferred_action":"edit"}'
@@ -120,11 +133,11 @@ wrk.headers["Content-Type"] = "application/json"
 EOF
 
 echo "running benchmarks ($DURATION each)..." >&2
-read -r FLOOR_RPS FLOOR_P99 _ < <(run_wrk 64 "http://127.0.0.1:$FP/")
-read -r CFI_RPS CFI_P99 _ < <(run_wrk 64 "$CFI_URL")
-read -r VS_RPS VS_P99 _ < <(run_wrk 64 "http://127.0.0.1:$WP/api/v4/file/viewerSession" "$WORK/session.lua")
-read -r NG64_RPS _ NG64_MIB _ < <(run_wrk 16 "http://127.0.0.1:$NP/64k.docx")
-read -r GF64_RPS _ GF64_MIB _ < <(run_wrk 16 "http://127.0.0.1:$WP/wopi/files/$FID64/contents?access_token=$TOKEN64")
+read -r FLOOR_RPS FLOOR_P99 _ _ FLOOR_CPU < <(run_wrk_cpu "$FPID" 64 "http://127.0.0.1:$FP/")
+read -r CFI_RPS CFI_P99 _ _ CFI_CPU < <(run_wrk_cpu "$WPID" 64 "$CFI_URL")
+read -r VS_RPS VS_P99 _ _ VS_CPU < <(run_wrk_cpu "$WPID" 64 "http://127.0.0.1:$WP/api/v4/file/viewerSession" "$WORK/session.lua")
+read -r NG64_RPS _ NG64_MIB _ NG64_CPU < <(run_wrk_cpu "$NGINX_PIDS" 16 "http://127.0.0.1:$NP/64k.docx")
+read -r GF64_RPS _ GF64_MIB _ GF64_CPU < <(run_wrk_cpu "$WPID" 16 "http://127.0.0.1:$WP/wopi/files/$FID64/contents?access_token=$TOKEN64")
 read -r NG256_RPS _ NG256_MIB _ < <(run_wrk 16 "http://127.0.0.1:$NP/256k.docx")
 read -r GF256_RPS _ GF256_MIB _ < <(run_wrk 16 "http://127.0.0.1:$WP/wopi/files/$FID256/contents?access_token=$TOKEN256")
 read -r _ _ NGBIG_MIB _ < <(run_wrk 4 "http://127.0.0.1:$NP/big.docx")
@@ -195,11 +208,14 @@ RESULT=$(cat <<EOF
 | CheckFileInfo req/s (${CFI_SIZE}-byte JSON) | $CFI_RPS | $FLOOR_RPS (bare actix, same body size) | $(ratio "$CFI_RPS" "$FLOOR_RPS") | ≥ 50% |
 | CheckFileInfo p99 latency | $CFI_P99 ms | $FLOOR_P99 ms | $(python3 -c "print(f'{$CFI_P99 / $FLOOR_P99:.1f}×')") | |
 | CheckFileInfo p50, 1 connection, while 32 clients send wrong share passwords ($GUESSES guesses/s checked) | $CFI_ATTACK_P50 ms | $CFI_ALONE_P50 ms (no attack) | $(python3 -c "print(f'{$CFI_ATTACK_P50 / $CFI_ALONE_P50:.1f}×')") | < 20 ms |
+| CheckFileInfo server CPU per request (user + system, µs) | $CFI_CPU | $FLOOR_CPU (bare actix) | $(times "$CFI_CPU" "$FLOOR_CPU") | |
 | viewerSession req/s | $VS_RPS | $FLOOR_RPS (bare actix) | $(ratio "$VS_RPS" "$FLOOR_RPS") | ≥ 40% |
+| viewerSession server CPU per request (µs) | $VS_CPU | $FLOOR_CPU (bare actix) | $(times "$VS_CPU" "$FLOOR_CPU") | |
 | viewerSession p99 latency | $VS_P99 ms | $FLOOR_P99 ms | $(python3 -c "print(f'{$VS_P99 / $FLOOR_P99:.1f}×')") | |
 | CheckFileInfo instructions per request (callgrind, user space) | $CFI_IR | $FLOOR_IR (bare actix) | $(times "$CFI_IR" "$FLOOR_IR") | |
 | CheckFileInfo system calls per request (strace -f -c, every thread) | $CFI_SYS | $FLOOR_SYS (bare actix) | $(times "$CFI_SYS" "$FLOOR_SYS") | |
 | GetFile 64 KiB req/s | $GF64_RPS ($GF64_MIB MiB/s) | $NG64_RPS ($NG64_MIB MiB/s, nginx) | $(ratio "$GF64_MIB" "$NG64_MIB") | ≥ 70% |
+| GetFile 64 KiB server CPU per request (µs) | $GF64_CPU | $NG64_CPU (nginx) | $(times "$GF64_CPU" "$NG64_CPU") | |
 | GetFile 256 KiB req/s | $GF256_RPS ($GF256_MIB MiB/s) | $NG256_RPS ($NG256_MIB MiB/s, nginx) | $(ratio "$GF256_MIB" "$NG256_MIB") | |
 | GetFile ${BIG_MB} MiB throughput | $GFBIG_MIB MiB/s | $NGBIG_MIB MiB/s (nginx) | $(ratio "$GFBIG_MIB" "$NGBIG_MIB") | ≥ 70% |
 | peak RSS: idle / after ${HUGE_MB} MiB GetFile / after ${HUGE_MB} MiB PutFile | $((RSS_IDLE / 1024)) / $((RSS_GET / 1024)) / $((RSS_PUT / 1024)) MiB | | | < 64 MiB |
