@@ -14,6 +14,7 @@ Usage: scripts/api-test.py [--binary target/debug/wopigate] [--max-examples N] [
 """
 import argparse
 import json
+import re
 import os
 import subprocess
 import sys
@@ -36,7 +37,9 @@ def schemathesis(label: str, location: str, args: list, har: str, cwd: str) -> b
     command = ["schemathesis", "run", location, "--no-color", "--workers", "1",
                "--generation-database", "none", "--warnings", "off",
                "--report", "har", "--report-har-path", har] + args
-    print(f"\n== schemathesis: {label}\n$ {' '.join(command)}", flush=True)
+    # The command as run, but no token in the output (even a test one).
+    shown = [re.sub(r"(Bearer )\S+", r"\1***", part) for part in command]
+    print(f"\n== schemathesis: {label}\n$ {' '.join(shown)}", flush=True)
     # Run in the temporary directory: schemathesis keeps a cache of failures (.schemathesis/) in
     # its working directory and replays it; every run here starts clean.
     ok = subprocess.run(command, cwd=cwd).returncode == 0
