@@ -7,7 +7,7 @@ use jsonwebtoken::{decode, Algorithm, DecodingKey, Validation};
 use serde::Deserialize;
 
 use crate::config::{CallerJwtConfig, CallerKey, ConfigError};
-use crate::token::MAX_USER_ID;
+use crate::token::{VerifiedCache, MAX_USER_ID};
 use crate::uri::is_valid_id;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -66,12 +66,9 @@ struct CallerClaims {
     nbf: Option<f64>,
 }
 
-/// Caller tokens whose signature and claims were checked, by their exact text: a platform sends
-/// one JWT per user for its lifetime, and decoding and checking it (an RSA signature takes tens
-/// of microseconds) was the largest part of a viewerSession. Expiry and not-before are checked
-/// again on every hit. Bounded: cleared when full.
-const VERIFIED_CACHE: usize = 4096;
-
+/// A caller token whose signature and claims were checked: a platform sends one JWT per user for
+/// its lifetime, and decoding and checking it (an RSA signature takes tens of microseconds) was
+/// the largest part of a viewerSession. Expiry and not-before are checked again on every hit.
 #[derive(Clone)]
 struct Verified {
     caller: Caller,
@@ -81,13 +78,13 @@ struct Verified {
 
 pub struct CallerVerifier {
     key: Option<(DecodingKey, Validation)>,
-    verified: std::sync::Mutex<std::collections::HashMap<String, Verified>>,
+    verified: VerifiedCache<Verified>,
 }
 
 impl CallerVerifier {
     pub fn new(config: &CallerJwtConfig, leeway_secs: u64) -> Result<Self, ConfigError> {
         let Some(key) = &config.key else {
-            return Ok(CallerVerifier { key: None, verified: Default::default() });
+            return Ok(CallerVerifier { key: None, verified: VerifiedCache::new() });
         };
         let (decoding, algorithm) = match key {
             CallerKey::Hs256(secret) => (DecodingKey::from_secret(secret.expose().as_bytes()), Algorithm::HS256),
@@ -104,7 +101,7 @@ impl CallerVerifier {
             validation.set_issuer(&[iss]);
         }
         validation.set_required_spec_claims(&["exp", "sub"]);
-        Ok(CallerVerifier { key: Some((decoding, validation)), verified: Default::default() })
+        Ok(CallerVerifier { key: Some((decoding, validation)), verified: VerifiedCache::new() })
     }
 
     /// `header` is the raw `Authorization` value, if any.
@@ -119,8 +116,7 @@ impl CallerVerifier {
         };
         let token = bearer(header).ok_or(AuthError::Malformed)?;
         let (key, validation) = self.key.as_ref().ok_or(AuthError::NotConfigured)?;
-        let cached = self.verified.lock().ok().and_then(|cache| cache.get(token).cloned());
-        if let Some(hit) = cached {
+        if let Some(hit) = self.verified.get(token) {
             // jsonwebtoken's rules: expired when exp < now - leeway, early when nbf > now + leeway.
             let (now, leeway) = (now as f64, validation.leeway as f64);
             if hit.exp.is_some_and(|exp| exp < now - leeway) {
@@ -131,14 +127,9 @@ impl CallerVerifier {
             }
             return Ok(hit.caller);
         }
-        let caller = self.check(token, key, validation)?;
-        if let Ok(mut cache) = self.verified.lock() {
-            if cache.len() >= VERIFIED_CACHE {
-                cache.clear();
-            }
-            cache.insert(token.to_string(), caller.clone());
-        }
-        Ok(caller.caller)
+        let checked = self.check(token, key, validation)?;
+        self.verified.insert(token, checked.clone());
+        Ok(checked.caller)
     }
 
     /// The full check: signature, claims, and what the claims say.
@@ -235,7 +226,7 @@ mod tests {
         assert_eq!(v.verify_at(Some(&good), now), Ok(ada.clone()));
         assert_eq!(v.verify_at(Some(&good), now + 30), Ok(ada));
         assert_eq!(v.verify_at(Some(&good), now + 61), Err(AuthError::Expired));
-        assert_eq!(v.verified.lock().unwrap().len(), 1);
+        assert_eq!(v.verified.len(), 1);
 
         let early = jwt(serde_json::json!({"sub": "u1", "exp": now + 600, "nbf": now - 1}), SECRET);
         assert!(v.verify_at(Some(&early), now).is_ok());
@@ -249,6 +240,6 @@ mod tests {
         assert!(matches!(v.verify_at(Some(&bad_sub), now), Err(AuthError::Invalid(_))));
         let truncated = &good[..good.len() - 1];
         assert!(matches!(v.verify_at(Some(truncated), now), Err(AuthError::Invalid(_))));
-        assert_eq!(v.verified.lock().unwrap().len(), 2, "only the good tokens are kept");
+        assert_eq!(v.verified.len(), 2, "only the good tokens are kept");
     }
 }

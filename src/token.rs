@@ -323,14 +323,44 @@ impl Mac {
     }
 }
 
-/// Verified tokens kept before their claims are checked again from scratch: clients present
-/// the same token on every call of a session.
-const VERIFIED_CACHE: usize = 4096;
+/// What a verified token said, by the token's exact text, so it is decoded and its signature
+/// checked once: clients present the same token on every call of a session (access tokens here,
+/// the platform's caller JWTs in `auth`). Whoever reads an entry still checks its expiry.
+/// Bounded: cleared when full.
+pub(crate) struct VerifiedCache<V> {
+    entries: std::sync::Mutex<HashMap<String, V>>,
+}
+
+impl<V: Clone> VerifiedCache<V> {
+    /// Entries kept before the cache starts again from empty.
+    const CAPACITY: usize = 4096;
+
+    pub(crate) fn new() -> Self {
+        VerifiedCache { entries: std::sync::Mutex::new(HashMap::new()) }
+    }
+
+    pub(crate) fn get(&self, token: &str) -> Option<V> {
+        self.entries.lock().ok().and_then(|entries| entries.get(token).cloned())
+    }
+
+    pub(crate) fn insert(&self, token: &str, value: V) {
+        if let Ok(mut entries) = self.entries.lock() {
+            if entries.len() >= Self::CAPACITY {
+                entries.clear();
+            }
+            entries.insert(token.to_string(), value);
+        }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn len(&self) -> usize {
+        self.entries.lock().map(|e| e.len()).unwrap_or_default()
+    }
+}
 
 pub struct TokenKeys {
-    /// Tokens whose signature already verified, by their exact text; expiry is re-checked on
-    /// every hit. Bounded: cleared when full.
-    verified: std::sync::Mutex<HashMap<String, AccessClaims>>,
+    /// Tokens whose signature already verified; expiry is re-checked on every hit.
+    verified: VerifiedCache<AccessClaims>,
     leeway: i64,
     algorithm: Algorithm,
     current: [u8; 4],
@@ -386,7 +416,7 @@ impl TokenKeys {
             }
         }
         let keys = TokenKeys {
-            verified: std::sync::Mutex::new(HashMap::new()),
+            verified: VerifiedCache::new(),
             leeway: leeway_secs as i64,
             algorithm,
             current: key_tag(&current.kid),
@@ -504,19 +534,13 @@ impl TokenKeys {
     /// its validity, else in full (signature, expiry, audience) and then cached.
     pub fn verify(&self, token: &str) -> Result<AccessClaims, TokenError> {
         let now = chrono::Utc::now().timestamp();
-        let cached = self.verified.lock().ok().and_then(|cache| cache.get(token).cloned());
-        if let Some(claims) = cached {
+        if let Some(claims) = self.verified.get(token) {
             if self.within_validity(&claims, now).is_ok() {
                 return Ok(claims);
             }
         }
         let claims = self.verify_signature(token)?;
-        if let Ok(mut cache) = self.verified.lock() {
-            if cache.len() >= VERIFIED_CACHE {
-                cache.clear();
-            }
-            cache.insert(token.to_string(), claims.clone());
-        }
+        self.verified.insert(token, claims.clone());
         Ok(claims)
     }
 

@@ -159,9 +159,7 @@ impl Paths {
     fn open_symlink_free(&self, path: &Path, flags: OFlags) -> Result<File, rustix::io::Errno> {
         let relative = path.strip_prefix(&self.root).map_err(|_| rustix::io::Errno::XDEV)?;
         let resolve = ResolveFlags::BENEATH | ResolveFlags::NO_SYMLINKS | ResolveFlags::NO_MAGICLINKS;
-        // (O_PATH takes no other flags: openat2 refuses them.)
-        let flags = if flags.contains(OFlags::PATH) { flags | OFlags::CLOEXEC } else { flags | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY };
-        rustix::fs::openat2(&self.root_dir, relative, flags, Mode::empty(), resolve).map(File::from)
+        rustix::fs::openat2(&self.root_dir, relative, open_flags(flags), Mode::empty(), resolve).map(File::from)
     }
 
     /// Opens what the slow way resolved (`existing`, symlink-free) refusing symlinks, so a
@@ -177,28 +175,29 @@ impl Paths {
 
     /// The metadata of an existing user file or folder (symlinks followed and checked).
     fn existing_meta(&self, key: &FileKey) -> Result<Option<std::fs::Metadata>, StoreError> {
-        let opened = match self.beneath(key, OFlags::PATH)? {
-            Beneath::Opened(file) => Some(file),
-            Beneath::Missing => None,
-            Beneath::Unsure => match self.existing(key)? {
-                None => None,
-                Some(real) if self.beneath.load(Ordering::Relaxed) => self.open_resolved(&real, OFlags::PATH)?,
-                // No openat2: as before it.
-                Some(real) => return not_found_is_none(std::fs::metadata(&real)),
-            },
-        };
+        let opened = self.open_user_path(key, OFlags::PATH)?;
         opened.map(|file| file.metadata()).transpose().map_err(Into::into)
     }
 
     /// An existing user file or folder opened for reading (symlinks followed and checked).
     fn open_existing(&self, key: &FileKey) -> Result<Option<File>, StoreError> {
-        match self.beneath(key, OFlags::RDONLY)? {
+        self.open_user_path(key, OFlags::RDONLY)
+    }
+
+    /// `key` opened with `flags` (`O_PATH` or `O_RDONLY`): the fast way when no symlink is on
+    /// its way, else the checked slow way.
+    fn open_user_path(&self, key: &FileKey, flags: OFlags) -> Result<Option<File>, StoreError> {
+        match self.beneath(key, flags)? {
             Beneath::Opened(file) => Ok(Some(file)),
             Beneath::Missing => Ok(None),
             Beneath::Unsure => match self.existing(key)? {
                 None => Ok(None),
-                Some(real) if self.beneath.load(Ordering::Relaxed) => self.open_resolved(&real, OFlags::RDONLY),
-                Some(real) => not_found_is_none(OpenOptions::new().read(true).custom_flags(libc::O_NONBLOCK | libc::O_NOCTTY).open(real)),
+                Some(real) if self.beneath.load(Ordering::Relaxed) => self.open_resolved(&real, flags),
+                // No openat2: a plain open of the checked path, with the same flags.
+                Some(real) => {
+                    let extra = open_flags(flags) - OFlags::RDONLY - OFlags::CLOEXEC;
+                    not_found_is_none(OpenOptions::new().read(true).custom_flags(extra.bits() as i32).open(real))
+                }
             },
         }
     }
@@ -283,6 +282,17 @@ fn not_found_is_none<T>(result: std::io::Result<T>) -> Result<Option<T>, StoreEr
     }
 }
 
+/// The flags a user path is opened with: `flags` (`O_PATH` or `O_RDONLY`), close-on-exec, and
+/// for reading never blocking on a FIFO nor becoming a controlling terminal (`O_PATH` takes no
+/// other flags: openat2 refuses them).
+fn open_flags(flags: OFlags) -> OFlags {
+    if flags.contains(OFlags::PATH) {
+        flags | OFlags::CLOEXEC
+    } else {
+        flags | OFlags::CLOEXEC | OFlags::NONBLOCK | OFlags::NOCTTY
+    }
+}
+
 /// Exactly `length` bytes at `start` if the page cache holds them all, without waiting for the
 /// disk: preadv2 with `RWF_NOWAIT` (Linux 4.14) answers `EAGAIN` rather than read from it.
 /// `None`: not all there (or no such call here); read them on the blocking pool instead.
@@ -302,15 +312,7 @@ fn read_cached(file: &File, start: u64, length: usize) -> Option<Bytes> {
 /// are there (`read_to_end` reads in growing steps: four calls for 64 KiB).
 fn read_up_to(file: &mut File, length: usize) -> std::io::Result<Bytes> {
     let mut data = vec![0; length];
-    let mut filled = 0;
-    while filled < length {
-        match file.read(&mut data[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
+    let filled = fill(file, &mut data)?;
     data.truncate(filled);
     Ok(Bytes::from(data))
 }
@@ -323,13 +325,26 @@ fn read_small(path: &Path) -> std::io::Result<Vec<u8>> {
     let mut data = Vec::new();
     let mut chunk = [0u8; 2048];
     loop {
-        match file.read(&mut chunk) {
-            Ok(0) => return Ok(data),
-            Ok(n) => data.extend_from_slice(&chunk[..n]),
+        let n = fill(&mut file, &mut chunk)?;
+        data.extend_from_slice(&chunk[..n]);
+        if n < chunk.len() {
+            return Ok(data);
+        }
+    }
+}
+
+/// Reads into `buf` until it is full or the file ends; how many bytes were read.
+fn fill(file: &mut File, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match file.read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
             Err(e) if e.kind() == ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
         }
     }
+    Ok(filled)
 }
 
 /// Runs `f` right here: for metadata of small files (stat, a few hundred bytes of JSON), which
@@ -970,13 +985,7 @@ mod tests {
         async fn seen(store: &LocalStore, path: &str) -> (String, Option<Vec<u8>>) {
             let stat = format!("{:?}", store.stat(&key(path)).await.map(|e| e.map(|e| matches!(e, Entry::Folder))));
             let content = match store.read(&key(path), "h", None, None).await {
-                Ok(Some(mut download)) => {
-                    let mut data = Vec::new();
-                    while let Some(chunk) = download.stream.next().await {
-                        data.extend_from_slice(&chunk.unwrap());
-                    }
-                    Some(data)
-                }
+                Ok(Some(download)) => Some(content(download).await),
                 _ => None,
             };
             (stat, content)
